@@ -1,0 +1,1 @@
+"""Attribution of GPUs to processes, containers, Kubernetes pods and Slurm jobs."""

@@ -1,0 +1,1 @@
+"""Host backend: CPU, memory, pressure, I/O and the processes behind each GPU."""

@@ -1,0 +1,1 @@
+"""NVML backend and the fake NVML surface."""

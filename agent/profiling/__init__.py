@@ -1,0 +1,1 @@
+"""Profiling Python processes with py-spy."""

@@ -1,0 +1,1 @@
+"""Derived signals: time accounting, throttling, starvation, MFU/MBU, diagnosis."""

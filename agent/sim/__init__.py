@@ -1,0 +1,1 @@
+"""The simulated GPU fleet: device models with physics, workloads, faults and ground truth."""

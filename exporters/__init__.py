@@ -1,0 +1,1 @@
+"""Turn a store snapshot into an output format (Prometheus text and OpenMetrics)."""
