@@ -1,0 +1,126 @@
+"""One long-lived thread per device, with at most one call outstanding.
+
+A wedged driver can block an NVML call for minutes, and a Python thread cannot be
+killed. So each device gets one worker thread for its whole life: the sampler hands
+it a call, waits for the result only until the tick's deadline, and while that call
+is still running the device gets no second one. A blocked device therefore costs
+exactly one parked thread, however long it stays blocked, and never delays the
+others. The sampler decides what a missed deadline means (see ``agent.sampler``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.clock import Clock
+
+
+_PR_SET_NAME = 15
+_libc: ctypes.CDLL | None = None
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread its name at the OS level too (``top -H``, ``/proc/<pid>/task/*/comm``).
+
+    Python names threads only for itself; ops tools and the benchmark's per-thread CPU
+    figures see the kernel's name. Linux only (silently nothing elsewhere); at most 15 bytes.
+    """
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass(frozen=True)
+class CallResult:
+    value: Any
+    error: Exception | None
+    submitted: float  # clock time the call was handed over
+    duration_seconds: float  # real seconds the call ran (a cost, so not clock seconds)
+
+
+class DeviceWorker:
+    def __init__(
+        self, name: str, clock: Clock, on_done: Callable[[DeviceWorker], None] | None = None
+    ) -> None:
+        self.name = name
+        self._clock = clock
+        self._on_done = on_done  # called on the worker thread after each call finishes
+        self._cond = threading.Condition()
+        self._job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
+        self._submitted: float | None = None  # clock time of the outstanding call; None when idle
+        self._result: CallResult | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def outstanding(self) -> bool:
+        return self._submitted is not None
+
+    def outstanding_for(self, now: float) -> float | None:
+        """Clock seconds the current call has been running, or None when idle."""
+        submitted = self._submitted
+        return None if submitted is None else now - submitted
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        """Hand over a call; False (and nothing happens) while the previous one is still running."""
+        with self._cond:
+            if self._submitted is not None or self._stopping:
+                return False
+            self._job = (fn, args, kwargs)
+            self._submitted = self._clock.now()
+            self._cond.notify()
+            return True
+
+    def take(self) -> CallResult | None:
+        """The finished call's result, once; None while running or when there is nothing new."""
+        with self._cond:
+            result, self._result = self._result, None
+            return result
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        name_os_thread(self.name)
+        while True:
+            with self._cond:
+                while self._job is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                assert self._job is not None
+                fn, args, kwargs = self._job
+                self._job = None
+                submitted = self._submitted
+            start = time.perf_counter()
+            value: Any = None
+            error: Exception | None = None
+            try:
+                value = fn(*args, **kwargs)
+            except Exception as exc:  # the sampler turns it into a reading; the worker lives on
+                error = exc
+            result = CallResult(value, error, submitted or 0.0, time.perf_counter() - start)
+            with self._cond:
+                self._result = result
+                self._submitted = None
+            if self._on_done is not None:
+                self._on_done(self)

@@ -1,0 +1,275 @@
+"""The sample store: bounded ring buffers per GPU and for the host, and the agent's own counters.
+
+The sampler thread is the only writer of readings, signals and counters; the XID
+thread adds events; HTTP handlers read. Ring buffers hold ``history_seconds`` of
+samples at the sampling interval (default 15 minutes) and never grow past that.
+
+The ``Accumulator`` implements "integrate, don't snapshot" (see the design): activity
+ratios times the interval become ``*_seconds_total`` counters, deltas of raw device
+counters (energy, PCIe and NVLink bytes) become the agent's own counters, and the
+derived signals of each interval (state seconds, throttle seconds, FLOPs) are added up.
+A raw counter that goes backwards was reset (driver reload, GPU reset): that interval
+is skipped and the new value becomes the baseline.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import threading
+from collections import deque
+from typing import Any
+
+from agent.model import GPU_STATES, DeviceStatus, GpuReading, HostReading, IntervalSignals, XidEvent
+from agent.snapshot import CounterKey, Snapshot
+
+# (reading field, counter key): activity ratio x dt -> seconds
+_ACTIVITY: tuple[tuple[str, CounterKey], ...] = (
+    ("sm_active_ratio", ("gpulse_gpu_sm_active_seconds_total", ())),
+    ("tensor_active_ratio", ("gpulse_gpu_tensor_active_seconds_total", ())),
+    ("dram_active_ratio", ("gpulse_gpu_dram_active_seconds_total", ())),
+)
+BUSY_KEY: CounterKey = ("gpulse_gpu_busy_seconds_total", ())
+
+# (reading field, counter key): delta of a raw cumulative device counter
+_RAW: tuple[tuple[str, CounterKey], ...] = (
+    ("energy_joules", ("gpulse_gpu_energy_joules_total", ())),
+    ("pcie_tx_bytes", ("gpulse_gpu_pcie_transmit_bytes_total", ())),
+    ("pcie_rx_bytes", ("gpulse_gpu_pcie_receive_bytes_total", ())),
+    ("nvlink_tx_bytes", ("gpulse_gpu_nvlink_transmit_bytes_total", ())),
+    ("nvlink_rx_bytes", ("gpulse_gpu_nvlink_receive_bytes_total", ())),
+)
+
+_STATE_KEYS: dict[str, CounterKey] = {
+    s: ("gpulse_gpu_state_seconds_total", (("state", s),)) for s in GPU_STATES
+}
+CLOCK_LOST_KEY: CounterKey = ("gpulse_gpu_clock_lost_seconds_total", ())
+DRAM_BYTES_KEY: CounterKey = ("gpulse_gpu_estimated_dram_bytes_total", ())
+REPORTED_FLOPS_KEY: CounterKey = ("gpulse_gpu_reported_flops_total", ())
+
+
+def _labelled(cache: dict[str, CounterKey], name: str, label: str, value: str) -> CounterKey:
+    key = cache.get(value)
+    if key is None:
+        key = cache[value] = (name, ((label, value),))
+    return key
+
+
+class Accumulator:
+    """Per-GPU counters the agent integrates itself. Used on the sampler thread only."""
+
+    def __init__(self) -> None:
+        self._counters: dict[int, dict[CounterKey, float]] = {}
+        self._baselines: dict[int, dict[str, float]] = {}
+        self._throttle_keys: dict[str, CounterKey] = {}
+        self._flops_keys: dict[str, CounterKey] = {}
+
+    def counters(self, index: int) -> dict[CounterKey, float]:
+        """A copy, safe to hand to other threads."""
+        return dict(self._counters.get(index, ()))
+
+    def integrate(self, prev: GpuReading | None, cur: GpuReading) -> None:
+        """Fold one new reading into the counters of its GPU."""
+        if cur.status is not DeviceStatus.OK:
+            return  # baselines survive: the next good reading books the whole delta since the last one
+        counters = self._counters.setdefault(cur.index, {})
+        baselines = self._baselines.setdefault(cur.index, {})
+        for attr, key in _RAW:
+            value = getattr(cur, attr)
+            if value is None:
+                continue
+            last = baselines.get(attr)
+            baselines[attr] = value
+            if last is None:
+                counters.setdefault(key, 0.0)
+            elif value >= last:
+                counters[key] = counters.get(key, 0.0) + (value - last)
+            # value < last: the device counter was reset; skip this interval, keep the new baseline
+        busy = cur.utilization_samples_ratio  # covers the whole interval; utilization.gpu only its tail
+        if busy is None:
+            busy = cur.utilization_gpu_ratio
+        dt = cur.timestamp - prev.timestamp if prev is not None and prev.status is DeviceStatus.OK else 0.0
+        if busy is not None:
+            counters[BUSY_KEY] = counters.get(BUSY_KEY, 0.0) + (_clamp(busy) * dt if dt > 0 else 0.0)
+        for attr, key in _ACTIVITY:
+            ratio = getattr(cur, attr)
+            if ratio is not None:
+                counters[key] = counters.get(key, 0.0) + (_clamp(ratio) * dt if dt > 0 else 0.0)
+
+    def book(self, index: int, signals: IntervalSignals) -> None:
+        """Add one interval's derived signals (see the runtime contract for the metric names)."""
+        counters = self._counters.setdefault(index, {})
+        if signals.state_seconds:
+            if _STATE_KEYS["idle"] not in counters:
+                for key in _STATE_KEYS.values():  # every state has a series from the start
+                    counters[key] = 0.0
+            for state, seconds in signals.state_seconds.items():
+                key = _STATE_KEYS.get(state) or ("gpulse_gpu_state_seconds_total", (("state", state),))
+                counters[key] = counters.get(key, 0.0) + seconds
+            counters[CLOCK_LOST_KEY] = counters.get(CLOCK_LOST_KEY, 0.0) + signals.clock_lost_seconds
+        for reason, seconds in signals.throttle_seconds.items():
+            key = _labelled(self._throttle_keys, "gpulse_gpu_throttle_seconds_total", "reason", reason)
+            counters[key] = counters.get(key, 0.0) + seconds
+        for precision, flops in signals.estimated_flops.items():
+            key = _labelled(self._flops_keys, "gpulse_gpu_estimated_flops_total", "precision", precision)
+            counters[key] = counters.get(key, 0.0) + flops
+        if signals.estimated_dram_bytes is not None:
+            counters[DRAM_BYTES_KEY] = counters.get(DRAM_BYTES_KEY, 0.0) + signals.estimated_dram_bytes
+        if signals.reported_flops or REPORTED_FLOPS_KEY in counters:
+            # absent until a workload reports, so dashboards can prefer reported over estimated MFU
+            counters[REPORTED_FLOPS_KEY] = counters.get(REPORTED_FLOPS_KEY, 0.0) + signals.reported_flops
+
+
+def _clamp(ratio: float) -> float:
+    return 0.0 if ratio < 0.0 else 1.0 if ratio > 1.0 else ratio
+
+
+class CompactRing:
+    """A bounded ring of dataclass records kept as value tuples, oldest first.
+
+    A 15-minute history of 64 GPUs is 57,600 readings of about sixty fields each; as
+    objects that is several hundred MiB. Stored as tuples, with every value that equals
+    the previous record's (limits, thresholds, ECC counts, most dicts) shared rather than
+    copied, it is a fraction of that. Records are rebuilt on read, so treat what
+    ``window`` returns as read-only: equal dicts are shared between records.
+    """
+
+    def __init__(self, cls: type, maxlen: int) -> None:
+        self._cls = cls
+        self._names = tuple(f.name for f in dataclasses.fields(cls))
+        self._items: deque[tuple[float, tuple[Any, ...]]] = deque(maxlen=maxlen)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, timestamp: float, record: Any) -> None:
+        values = [getattr(record, name) for name in self._names]
+        if self._items:
+            prev = self._items[-1][1]
+            for i, value in enumerate(values):
+                old = prev[i]
+                if value is not old and type(value) is type(old) and value == old:
+                    values[i] = old
+        self._items.append((timestamp, tuple(values)))
+
+    def entries(self) -> list[tuple[float, tuple[Any, ...]]]:
+        """A copy of the stored (timestamp, values); cheap, so callers can hold a lock around it."""
+        return list(self._items)
+
+    def window(self, entries: list[tuple[float, tuple[Any, ...]]], seconds: float) -> list[tuple[float, Any]]:
+        """(timestamp, record) for the last ``seconds`` before the newest of ``entries``."""
+        if not entries:
+            return []
+        cutoff = entries[-1][0] - seconds
+        start = bisect.bisect_left(entries, cutoff, key=lambda item: item[0])
+        cls = self._cls
+        return [(t, cls(*values)) for t, values in entries[start:]]  # ~7 µs per GpuReading
+
+
+class Store:
+    """Ring buffers of readings, interval signals and host readings, plus the latest snapshot.
+
+    Per-process host stats are kept for the last ``HOST_PROCESS_SECONDS`` only; older host
+    readings keep their node-level figures (CPU, memory, pressure, disk, network).
+    """
+
+    HOST_PROCESS_SECONDS = 60.0
+
+    def __init__(self, interval_seconds: float, history_seconds: float) -> None:
+        self.maxlen = max(2, math.ceil(history_seconds / interval_seconds) + 1)
+        self._host_process_entries = max(2, math.ceil(self.HOST_PROCESS_SECONDS / interval_seconds))
+        self.accumulator = Accumulator()
+        self._lock = threading.Lock()
+        self._readings: dict[int, CompactRing] = {}
+        self._last: dict[int, GpuReading] = {}
+        self._signals: dict[int, CompactRing] = {}
+        self._host: deque[HostReading] = deque(maxlen=self.maxlen)
+        self._latest: Snapshot | None = None
+        self._exposition: Any = None
+        self._xid_counts: dict[tuple[int, int], int] = {}
+        self._xid_last_seen: dict[int, float] = {}
+
+    # --- writers (sampler thread; XID thread for add_xid) ---
+
+    def add_reading(self, reading: GpuReading) -> GpuReading | None:
+        """Append, integrate into the counters, and return the previous reading of that GPU."""
+        with self._lock:
+            ring = self._readings.get(reading.index)
+            if ring is None:
+                ring = self._readings[reading.index] = CompactRing(GpuReading, self.maxlen)
+            ring.append(reading.timestamp, reading)
+            prev = self._last.get(reading.index)
+            self._last[reading.index] = reading
+        self.accumulator.integrate(prev, reading)
+        return prev
+
+    def add_signals(self, index: int, timestamp: float, signals: IntervalSignals) -> None:
+        with self._lock:
+            ring = self._signals.get(index)
+            if ring is None:
+                ring = self._signals[index] = CompactRing(IntervalSignals, self.maxlen)
+            ring.append(timestamp, signals)
+        self.accumulator.book(index, signals)
+
+    def add_host(self, reading: HostReading) -> None:
+        with self._lock:
+            self._host.append(reading)
+            n = self._host_process_entries
+            if len(self._host) > n and self._host[-n - 1].processes:
+                self._host[-n - 1] = dataclasses.replace(self._host[-n - 1], processes={})
+
+    def add_xid(self, event: XidEvent, epoch: float) -> None:
+        with self._lock:
+            key = (event.index, event.xid)
+            self._xid_counts[key] = self._xid_counts.get(key, 0) + 1
+            self._xid_last_seen[event.index] = epoch
+
+    def xids(self) -> tuple[dict[tuple[int, int], int], dict[int, float]]:
+        with self._lock:
+            return dict(self._xid_counts), dict(self._xid_last_seen)
+
+    def publish(self, snapshot: Snapshot, exposition: Any) -> None:
+        """Make a finished tick visible: the snapshot and its rendered exposition together."""
+        with self._lock:
+            self._latest = snapshot
+            if exposition is not None:
+                self._exposition = exposition
+
+    # --- readers (any thread) ---
+
+    def latest(self) -> Snapshot | None:
+        return self._latest
+
+    def exposition(self) -> Any:
+        """The latest rendered exposition (``exporters.prometheus.render``'s result), or None."""
+        return self._exposition
+
+    def history(self, index: int, seconds: float) -> list[GpuReading]:
+        """Readings of one GPU from the last ``seconds`` (relative to the newest reading), oldest first.
+
+        Read-only: records share equal values with their neighbours.
+        """
+        with self._lock:
+            ring = self._readings.get(index)
+            entries = ring.entries() if ring is not None else []
+        return [reading for _, reading in ring.window(entries, seconds)] if ring is not None else []
+
+    def signal_history(self, index: int, seconds: float) -> list[tuple[float, IntervalSignals]]:
+        """(end of interval, signals) of one GPU over the last ``seconds``, oldest first; read-only."""
+        with self._lock:
+            ring = self._signals.get(index)
+            entries = ring.entries() if ring is not None else []
+        return ring.window(entries, seconds) if ring is not None else []
+
+    def host_history(self, seconds: float) -> list[HostReading]:
+        with self._lock:
+            items = list(self._host)
+        return _window(items, seconds, lambda r: r.timestamp)
+
+
+def _window(items: list[Any], seconds: float, key: Any) -> list[Any]:
+    if not items:
+        return items
+    cutoff = key(items[-1]) - seconds
+    return items[bisect.bisect_left(items, cutoff, key=key) :]

@@ -1,0 +1,1 @@
+"""The live page served by the agent at /."""

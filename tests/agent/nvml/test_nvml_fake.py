@@ -1,0 +1,298 @@
+"""FakeNvml's NVML semantics over a device model, and its fault hooks."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+import pynvml
+import pytest
+
+from agent.clock import ManualClock, ScaledClock
+from agent.nvml import consts as C
+from agent.nvml.fake import SAMPLE_BUFFER_LEN, SAMPLE_PERIOD_S, FakeNvml
+from agent.nvml.steady import SteadyDevice
+from agent.sim.device import Activity
+from agent.specs import SPECS
+
+T0 = 600.0  # a whole number of 1/6 s slots
+
+
+class Ramp(SteadyDevice):
+    """busy rises linearly with time (0 at t=T0, 1 at t=T0+10), so every window has its own average."""
+
+    def activity(self, t0: float, t1: float) -> Activity:
+        mid = ((t0 + t1) / 2 - T0) / 10
+        busy = max(0.0, min(1.0, mid))
+        return Activity(busy=busy, sm_active=busy, tensor=busy / 2, dram=0.25, memory_controller=0.2)
+
+
+def make(
+    count: int = 2, model: str = "H100-SXM", cls: type[SteadyDevice] = SteadyDevice, clock: Any = None
+) -> tuple[Any, list[SteadyDevice], FakeNvml]:
+    clock = clock or ManualClock(T0)
+    models = [cls(SPECS[model], i) for i in range(count)]
+    nvml = FakeNvml(models, clock)
+    nvml.nvmlInit()
+    return clock, models, nvml
+
+
+def test_calls_before_init_raise_uninitialized() -> None:
+    clock = ManualClock(T0)
+    nvml = FakeNvml([SteadyDevice(SPECS["H100-SXM"], 0)], clock)
+    with pytest.raises(pynvml.NVMLError_Uninitialized):
+        nvml.nvmlDeviceGetCount()
+    nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    nvml.nvmlShutdown()
+    with pytest.raises(pynvml.NVMLError_Uninitialized):
+        nvml.nvmlDeviceGetPowerUsage(handle)
+
+
+def test_library_missing_raises_library_not_found() -> None:
+    nvml = FakeNvml([], ManualClock(), library_missing=True)
+    with pytest.raises(pynvml.NVMLError_LibraryNotFound):
+        nvml.nvmlInit()
+
+
+def test_handles_by_index_uuid_and_bus_id_are_the_same_device() -> None:
+    _, models, nvml = make()
+    h = nvml.nvmlDeviceGetHandleByIndex(1)
+    assert isinstance(h, pynvml.c_nvmlDevice_t)
+    assert nvml.nvmlDeviceGetIndex(nvml.nvmlDeviceGetHandleByUUID(models[1].identity.uuid)) == 1
+    assert nvml.nvmlDeviceGetIndex(nvml.nvmlDeviceGetHandleByPciBusId("00000000:2A:00.0")) == 1
+    assert nvml.nvmlDeviceGetIndex(nvml.nvmlDeviceGetHandleByPciBusId(b"0000:2a:00.0")) == 1
+    assert nvml.nvmlDeviceGetPciInfo(h).busId == "00000000:2A:00.0"
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nvml.nvmlDeviceGetHandleByPciBusId("00000000:FF:00.0")
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        nvml.nvmlDeviceGetPowerUsage(pynvml.c_nvmlDevice_t())
+
+
+def test_units_are_nvmls_own() -> None:
+    _, _, nvml = make(1)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    snap = nvml.snapshot(0)
+    assert nvml.nvmlDeviceGetPowerUsage(h) == round(snap.power_average_mw)  # mW
+    assert nvml.nvmlDeviceGetTotalEnergyConsumption(h) == snap.energy_mj  # mJ
+    assert nvml.nvmlDeviceGetClockInfo(h, C.CLOCK_SM) == round(snap.sm_clock_mhz)  # MHz
+    assert nvml.nvmlDeviceGetMaxClockInfo(h, C.CLOCK_SM) == 1980
+    assert nvml.nvmlDeviceGetPowerManagementLimitConstraints(h) == [200_000, 700_000]
+
+
+def test_utilization_covers_the_last_sixth_of_a_second() -> None:
+    clock, _, nvml = make(1, cls=Ramp)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    clock.advance(5.0)
+    util = nvml.nvmlDeviceGetUtilizationRates(h)
+    assert isinstance(util, pynvml.c_nvmlUtilization_t)
+    assert util.gpu == round(100 * (5.0 - SAMPLE_PERIOD_S / 2) / 10) and util.memory == 20
+
+
+def test_sample_buffer_slots_timestamps_and_last_seen() -> None:
+    clock, _, nvml = make(1, cls=Ramp)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, 0)  # nothing completed yet
+    clock.advance(1.0)
+    vtype, samples = nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, 0)
+    assert vtype == C.VALUE_TYPE_UNSIGNED_INT and len(samples) == 6
+    assert all(isinstance(s, pynvml.c_nvmlSample_t) for s in samples)
+    stamps = [s.timeStamp for s in samples]
+    assert stamps[-1] == round((clock.epoch()) * 1e6)  # µs on the epoch clock, the newest slot ends now
+    assert [b - a for a, b in itertools.pairwise(stamps)] == pytest.approx([1e6 / 6] * 5, abs=1)
+    assert [s.sampleValue.uiVal for s in samples] == [round(100 * (k - 0.5) / 6 / 10) for k in range(1, 7)]
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, stamps[-1])  # nothing newer
+    clock.advance(0.5)
+    _, newer = nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, stamps[-1])
+    assert len(newer) == 3 and newer[0].timeStamp > stamps[-1]
+    _, again = nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, stamps[2])
+    assert [s.timeStamp for s in again] == [*stamps[3:], *(s.timeStamp for s in newer)]
+    clock.advance(60.0)
+    _, everything = nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, 0)
+    assert len(everything) == SAMPLE_BUFFER_LEN  # the driver keeps a bounded buffer
+
+
+def test_gpm_metrics_average_the_window_between_two_samples() -> None:
+    clock, _, nvml = make(2, cls=Ramp)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    assert nvml.nvmlGpmQueryDeviceSupport(h).isSupportedDevice == 1
+    s1, s2 = nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()
+    clock.advance(2.0)
+    nvml.nvmlGpmSampleGet(h, s1)
+    clock.advance(4.0)
+    nvml.nvmlGpmSampleGet(h, s2)
+    req = pynvml.c_nvmlGpmMetricsGet_t()
+    req.version, req.numMetrics, req.sample1, req.sample2 = 1, 4, s1, s2
+    for i, metric in enumerate((C.GPM_SM_UTIL, C.GPM_ANY_TENSOR_UTIL, C.GPM_PCIE_TX_PER_SEC, 999)):
+        req.metrics[i].metricId = metric
+    assert nvml.nvmlGpmMetricsGet(req) is req
+    assert req.metrics[0].nvmlReturn == C.SUCCESS and req.metrics[0].value == pytest.approx(
+        40.0
+    )  # busy at t=4
+    assert req.metrics[1].value == pytest.approx(20.0)
+    assert req.metrics[0].metricInfo.shortName == b"SM_UTIL" and req.metrics[2].metricInfo.unit == b"MiB/sec"
+    assert req.metrics[2].value == pytest.approx(2e9 * 0.85 / 2**20)  # MiB/s from the PCIe byte counter
+    assert req.metrics[3].nvmlReturn == C.ERROR_NOT_SUPPORTED
+    other = nvml.nvmlGpmSampleAlloc()
+    nvml.nvmlGpmSampleGet(nvml.nvmlDeviceGetHandleByIndex(1), other)
+    req.sample2 = other
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):  # samples of two different GPUs
+        nvml.nvmlGpmMetricsGet(req)
+
+
+def test_gpm_not_supported_before_hopper() -> None:
+    _, _, nvml = make(1, model="A100-SXM-80GB")
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    assert nvml.nvmlGpmQueryDeviceSupport(h).isSupportedDevice == 0
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        nvml.nvmlGpmSampleGet(h, nvml.nvmlGpmSampleAlloc())
+
+
+def test_field_values_per_entry_returns() -> None:
+    _, _, nvml = make(1, model="L4")
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    values = nvml.nvmlDeviceGetFieldValues(
+        h, [C.FI_TOTAL_ENERGY_CONSUMPTION, (C.FI_NVLINK_THROUGHPUT_DATA_TX, C.UINT_MAX), 5000]
+    )
+    assert isinstance(values[0], pynvml.c_nvmlFieldValue_t)
+    assert values[0].nvmlReturn == C.SUCCESS and values[0].value.ullVal == nvml.snapshot(0).energy_mj
+    assert (
+        values[0].valueType == C.VALUE_TYPE_UNSIGNED_LONG_LONG and values[0].timestamp > 1_600_000_000 * 10**6
+    )
+    assert values[1].nvmlReturn == C.ERROR_NOT_SUPPORTED and values[1].scopeId == C.UINT_MAX  # L4: no NVLink
+    assert values[2].nvmlReturn == C.ERROR_NOT_SUPPORTED
+
+
+def test_lost_gpu_raises_gpu_is_lost_everywhere() -> None:
+    _, models, nvml = make()
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    models[0].lost = True
+    for call in (
+        lambda: nvml.nvmlDeviceGetMemoryInfo(h),
+        lambda: nvml.nvmlDeviceGetFieldValues(h, [83]),
+        lambda: nvml.nvmlDeviceGetHandleByPciBusId(models[0].identity.pci_bus_id),
+    ):
+        with pytest.raises(pynvml.NVMLError_GpuIsLost):
+            call()
+    with pytest.raises(pynvml.NVMLError_Unknown):
+        nvml.nvmlDeviceGetHandleByIndex(0)
+    assert nvml.nvmlDeviceGetPowerUsage(nvml.nvmlDeviceGetHandleByIndex(1)) > 0
+
+
+def test_hang_blocks_only_that_device_until_the_clock_passes() -> None:
+    clock, models, nvml = make()
+    h0, h1 = nvml.nvmlDeviceGetHandleByIndex(0), nvml.nvmlDeviceGetHandleByIndex(1)
+    models[0].hang_until = clock.now() + 30
+    done = threading.Event()
+
+    def read() -> None:
+        nvml.nvmlDeviceGetPowerUsage(h0)
+        done.set()
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    assert not done.wait(0.1)
+    assert nvml.nvmlDeviceGetPowerUsage(h1) > 0  # the other GPU answers meanwhile
+    clock.advance(29.0)
+    assert not done.wait(0.05)
+    clock.advance(1.5)
+    assert done.wait(2.0)
+
+
+def test_block_hook_respects_clock_speed() -> None:
+    clock = ScaledClock(speed=20.0)
+    _, _, nvml = make(1, clock=clock)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    nvml.block(0, 2.0)  # two clock seconds = 0.1 s of real time at speed 20
+    start = time.monotonic()
+    nvml.nvmlDeviceGetTemperature(h, C.TEMPERATURE_GPU)
+    assert 0.08 <= time.monotonic() - start < 1.0
+
+
+def test_fail_remove_and_clear_hooks_and_call_counts() -> None:
+    _, _, nvml = make()
+    h0, h1 = nvml.nvmlDeviceGetHandleByIndex(0), nvml.nvmlDeviceGetHandleByIndex(1)
+    nvml.fail(0, "nvmlDeviceGetPowerUsage", C.ERROR_NO_PERMISSION)
+    with pytest.raises(pynvml.NVMLError_NoPermission):
+        nvml.nvmlDeviceGetPowerUsage(h0)
+    assert nvml.nvmlDeviceGetPowerUsage(h1) > 0
+    nvml.fail(1, None, C.ERROR_UNKNOWN)
+    with pytest.raises(pynvml.NVMLError_Unknown):
+        nvml.nvmlDeviceGetMemoryInfo(h1)
+    nvml.remove_function("nvmlDeviceGetMarginTemperature")
+    with pytest.raises(pynvml.NVMLError_FunctionNotFound):
+        nvml.nvmlDeviceGetMarginTemperature(h0)
+    nvml.remove_function("nvmlDeviceGetComputeRunningProcesses_v3")
+    with pytest.raises(pynvml.NVMLLibraryMismatchError):
+        nvml.nvmlDeviceGetComputeRunningProcesses(h0)
+    assert len(nvml.nvmlDeviceGetComputeRunningProcesses_v2(h0)) == 1
+    nvml.clear_faults()
+    assert nvml.nvmlDeviceGetPowerUsage(h0) > 0 and nvml.nvmlDeviceGetMarginTemperature(h0) > 0
+    assert nvml.calls[0]["nvmlDeviceGetPowerUsage"] == 2 and nvml.calls[1]["nvmlDeviceGetPowerUsage"] == 1
+
+
+def test_process_utilization_quirks() -> None:
+    clock, models, nvml = make(1)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    clock.advance(1.0)
+    samples = nvml.nvmlDeviceGetProcessUtilization(h, 0)
+    assert [(s.pid, s.smUtil) for s in samples] == [(4100, 85)]
+    assert isinstance(samples[0], pynvml.c_nvmlProcessUtilizationSample_t)
+    with pytest.raises(pynvml.NVMLError_NotFound):  # nothing newer than what was seen
+        nvml.nvmlDeviceGetProcessUtilization(h, samples[0].timeStamp)
+    models[0].busy = 0.0
+    with pytest.raises(pynvml.NVMLError) as info:  # no process at all: the sizing call "succeeds"
+        nvml.nvmlDeviceGetProcessUtilization(h, 0)
+    assert info.value.value == 0 and type(info.value) is pynvml.NVMLError
+
+
+def test_process_list_is_friendly_objects() -> None:
+    _, _, nvml = make(1)
+    procs = nvml.nvmlDeviceGetComputeRunningProcesses(nvml.nvmlDeviceGetHandleByIndex(0))
+    assert isinstance(procs[0], pynvml.nvmlFriendlyObject)
+    assert procs[0].pid == 4100 and procs[0].usedGpuMemory > 0 and procs[0].gpuInstanceId == C.UINT_MAX
+
+
+def test_event_set_delivers_each_xid_once_and_times_out_in_clock_time() -> None:
+    clock = ScaledClock(speed=10.0, start=T0)
+    _, models, nvml = make(clock=clock)
+    es = nvml.nvmlEventSetCreate()
+    for i in (0, 1):
+        nvml.nvmlDeviceRegisterEvents(nvml.nvmlDeviceGetHandleByIndex(i), C.EVENT_XID_CRITICAL, es)
+    models[1].add_xid(clock.now(), 79)
+    data = nvml.nvmlEventSetWait_v2(es, 1000)
+    assert isinstance(data, pynvml.c_nvmlEventData_t)
+    assert (data.eventType, data.eventData, data.gpuInstanceId) == (C.EVENT_XID_CRITICAL, 79, C.UINT_MAX)
+    assert nvml.nvmlDeviceGetIndex(data.device) == 1
+    start = time.monotonic()
+    with pytest.raises(pynvml.NVMLError_Timeout):
+        nvml.nvmlEventSetWait_v2(es, 1000)  # one clock second = 0.1 s of real time
+    assert 0.08 <= time.monotonic() - start < 1.0
+
+
+def test_snapshot_is_shared_within_an_instant_but_follows_model_changes() -> None:
+    clock, models, nvml = make(1)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    calls = 0
+    original = models[0].snapshot
+
+    def counting(t: float) -> Any:
+        nonlocal calls
+        calls += 1
+        return original(t)
+
+    object.__setattr__(models[0], "snapshot", counting)  # no revision bump
+    for _ in range(5):
+        nvml.nvmlDeviceGetPowerUsage(h)
+    base = calls
+    assert base <= 1  # five calls in one instant share one snapshot
+    models[0].busy = 0.0  # bumps revision: served at once
+    assert nvml.nvmlDeviceGetCurrentClocksEventReasons(h) == C.REASON_GPU_IDLE
+    assert calls == base + 1
+    clock.advance(1.0)
+    nvml.nvmlDeviceGetPowerUsage(h)
+    assert calls == base + 2

@@ -1,0 +1,67 @@
+"""SteadyDevice: plausible values, exact energy integral, determinism, toggles."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.nvml import consts as C
+from agent.nvml.steady import SteadyDevice, steady_fleet
+from agent.specs import SPECS
+
+
+def test_power_clock_and_temperature_are_plausible_under_load() -> None:
+    dev = SteadyDevice(SPECS["H100-SXM"], 0)  # busy 0.85, tensor 0.6
+    snap = dev.snapshot(100.0)
+    expected = 70 + dev.load * (700 - 70)  # idle + activity x (TDP - idle)
+    assert snap.power_average_mw / 1000 == pytest.approx(expected, abs=0.004 * 700 + 1e-9)
+    assert 1950 <= snap.sm_clock_mhz <= 1980
+    assert 55 <= snap.temperature_gpu_c <= 65 and snap.temperature_memory_c is not None
+    assert snap.processes == [(4100, snap.memory_used_bytes - 2**29)]
+    assert snap.process_sm_pct == {4100: 85.0}
+    assert snap.clock_event_reasons == 0
+
+
+def test_idle_device_reports_idle_clocks_no_processes() -> None:
+    snap = SteadyDevice(SPECS["L4"], 0, busy=0.0).snapshot(5.0)
+    assert (
+        snap.clock_event_reasons == C.REASON_GPU_IDLE and snap.processes == [] and snap.sm_clock_mhz == 345.0
+    )
+    assert snap.power_average_mw / 1000 == pytest.approx(7.2, abs=0.3)
+    assert snap.temperature_memory_c is None  # GDDR
+
+
+def test_energy_counter_is_the_integral_of_power() -> None:
+    dev = SteadyDevice(SPECS["H100-SXM"], 3, start=10.0)
+    step = 0.01
+    integral = sum(dev.power_watts(10.0 + (k + 0.5) * step) * step for k in range(int(60 / step)))
+    gained_mj = dev.snapshot(70.0).energy_mj - dev.snapshot(10.0).energy_mj
+    assert gained_mj / 1000 == pytest.approx(integral, rel=1e-5)
+
+
+def test_deterministic_and_unique_identities_across_a_large_fleet() -> None:
+    a = steady_fleet(SPECS["H100-SXM"], 64, seed=7)
+    b = steady_fleet(SPECS["H100-SXM"], 64, seed=7)
+    assert [d.identity for d in a] == [d.identity for d in b]
+    assert a[5].snapshot(12.3) == b[5].snapshot(12.3)
+    assert len({d.identity.uuid for d in a}) == 64 and len({d.identity.pci_bus_id for d in a}) == 64
+    assert a[0].identity.pci_bus_id == "00000000:18:00.0" and a[9].identity.pci_bus_id == "00000001:2A:00.0"
+    assert steady_fleet(SPECS["H100-SXM"], 1, seed=8)[0].identity.uuid != a[0].identity.uuid
+
+
+def test_toggles_bump_the_revision_and_show_in_the_snapshot() -> None:
+    dev = SteadyDevice(SPECS["H100-SXM"], 0)
+    rev = dev.revision
+    dev.lost = True
+    dev.hang_until = 50.0
+    dev.add_xid(20.0, 79)
+    dev.add_xid(10.0, 13)
+    assert dev.revision == rev + 4
+    snap = dev.snapshot(15.0)
+    assert snap.lost and snap.hang_until == 50.0 and snap.xids == [(10.0, 13)]
+    assert dev.snapshot(25.0).xids == [(10.0, 13), (20.0, 79)]
+
+
+def test_activity_is_constant_and_consistent() -> None:
+    act = SteadyDevice(SPECS["H100-SXM"], 0, busy=0.5, tensor=0.4, dram=0.2).activity(0.0, 1.0)
+    assert act.busy == 0.5 and act.tensor == pytest.approx(0.2) and act.dram == pytest.approx(0.1)
+    assert act.sm_active <= act.busy
