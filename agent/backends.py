@@ -21,7 +21,7 @@ class GpuBackend(Protocol):
 
     @property
     def status_message(self) -> str:
-        """One line for the log and /readyz, e.g. "NVML 12.550.54.15, 8 GPUs" or "no NVIDIA driver: host-only"."""
+        """One line for the log and /readyz, e.g. "NVML driver 550.54.15, 8 GPUs" or "... host-only"."""
         ...
 
     def start(self) -> bool:
@@ -33,7 +33,7 @@ class GpuBackend(Protocol):
     def identities(self) -> list[GpuIdentity]: ...
 
     def read(self, index: int, *, processes: bool) -> GpuReading:
-        """Read one GPU. May block (a wedged driver): the sampler calls it on the device's own worker thread."""
+        """Read one GPU. May block (a wedged driver): the sampler calls it on the device's own thread."""
         ...
 
     def wait_events(self, timeout_s: float) -> list[XidEvent]:
@@ -43,5 +43,5 @@ class GpuBackend(Protocol):
 
 class HostSource(Protocol):
     def read(self, gpu_pids: dict[int, tuple[int, ...]]) -> HostReading:
-        """Host stats, plus per-process stats for the given GPU pids (pid -> GPU indices) and their descendants."""
+        """Host stats, plus per-process stats for the GPU pids (pid -> GPU indices) and their descendants."""
         ...

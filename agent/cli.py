@@ -16,6 +16,7 @@ from agent.config import ConfigError
 
 # Modules that add subcommands, in help order.
 COMMAND_MODULES: list[str] = [
+    "agent.cli_start",
     "agent.cli_serve",
     "agent.cli_status",
     "agent.sim.cli",

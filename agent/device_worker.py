@@ -20,7 +20,6 @@ from typing import Any
 
 from agent.clock import Clock
 
-
 _PR_SET_NAME = 15
 _libc: ctypes.CDLL | None = None
 

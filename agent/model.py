@@ -65,7 +65,9 @@ class GpuReading:
     # activity (0..1)
     utilization_gpu_ratio: float | None = None  # nvmlDeviceGetUtilizationRates().gpu, last sample period only
     utilization_memory_ratio: float | None = None
-    utilization_samples_ratio: float | None = None  # mean of high-rate GPU_UTILIZATION samples since last read
+    utilization_samples_ratio: float | None = (
+        None  # mean of high-rate GPU_UTILIZATION samples since last read
+    )
     utilization_samples_count: int | None = None
     # GPM (Hopper+), averages over the window since the previous GPM sample
     sm_active_ratio: float | None = None
@@ -101,9 +103,13 @@ class GpuReading:
 
     # thermals
     temperatures_celsius: dict[str, float] = field(default_factory=dict)  # sensor: "gpu", "memory"
-    temperature_thresholds_celsius: dict[str, float] = field(default_factory=dict)  # shutdown, slowdown, mem_max, gpu_max
+    temperature_thresholds_celsius: dict[str, float] = field(
+        default_factory=dict
+    )  # shutdown, slowdown, mem_max, gpu_max
     temperature_margin_celsius: float | None = None
-    fan_speed_ratios: dict[int, float] = field(default_factory=dict)  # fan index -> intended speed (may exceed 1)
+    fan_speed_ratios: dict[int, float] = field(
+        default_factory=dict
+    )  # fan index -> intended speed (may exceed 1)
     performance_state: int | None = None
 
     # throttling
@@ -119,17 +125,21 @@ class GpuReading:
     nvlink_rx_bytes: int | None = None
 
     # health (raw cumulative device counters)
-    ecc_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (volatile|aggregate, corrected|uncorrected)
+    ecc_errors: dict[tuple[str, str], int] = field(
+        default_factory=dict
+    )  # (volatile|aggregate, corrected|uncorrected)
     retired_pages: dict[str, int] = field(default_factory=dict)  # cause: single_bit_ecc | double_bit_ecc
     retired_pages_pending: bool | None = None
-    remapped_rows: dict[str, int] = field(default_factory=dict)  # corrected, uncorrected, pending (0/1), failure (0/1)
+    remapped_rows: dict[str, int] = field(
+        default_factory=dict
+    )  # corrected, uncorrected, pending (0/1), failure (0/1)
 
     # processes (polled at a lower rate; the last list is carried between polls)
     processes: list[GpuProcess] | None = None
     processes_timestamp: float | None = None
 
     def executing_ratio(self) -> tuple[float | None, str | None]:
-        """The best activity source the device has: GPM SM activity, else high-rate samples, else utilization.gpu."""
+        """The best activity source: GPM SM activity, else the high-rate samples, else utilization.gpu."""
         if self.sm_active_ratio is not None:
             return self.sm_active_ratio, "gpm_sm_active"
         if self.utilization_samples_ratio is not None:
@@ -162,11 +172,15 @@ class ProcessStats:
     threads_total: int = 0
     threads_running: int = 0  # state R
     threads_blocked_io: int = 0  # state D (uninterruptible, usually I/O)
-    max_thread_cpu_seconds: float | None = None  # cumulative CPU of its busiest thread (a thread pinned at one core)
+    max_thread_cpu_seconds: float | None = (
+        None  # cumulative CPU of its busiest thread (a thread pinned at one core)
+    )
     rss_bytes: int | None = None
     io_read_bytes: int | None = None  # cumulative
     io_write_bytes: int | None = None  # cumulative
-    io_delay_seconds: float | None = None  # cumulative block-I/O delay (delayacct_blkio_ticks), where readable
+    io_delay_seconds: float | None = (
+        None  # cumulative block-I/O delay (delayacct_blkio_ticks), where readable
+    )
     cgroup_path: str | None = None
     cgroup_cpu_quota_cores: float | None = None  # cpu.max quota / period
     cgroup_cpu_throttled_seconds: float | None = None  # cumulative
@@ -223,4 +237,6 @@ class IntervalSignals:
     estimated_flops: dict[str, float] = field(default_factory=dict)  # precision -> FLOPs in the interval
     estimated_dram_bytes: float | None = None
     reported_flops: float = 0.0  # FLOPs the workload itself reported for this GPU in the interval
-    starvation_evidence: str | None = None  # short words for the diagnosis, e.g. "pid 4121 at 100 % of 1 core"
+    starvation_evidence: str | None = (
+        None  # short words for the diagnosis, e.g. "pid 4121 at 100 % of 1 core"
+    )

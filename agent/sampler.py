@@ -347,7 +347,10 @@ class Sampler:
         return time.perf_counter() - start
 
     def _log_transition(self, slot: _Slot, reading: GpuReading) -> None:
-        if reading.status is slot.last_status and reading.error == slot.last_error:
+        """Log a change of a GPU's state once (never per tick: the unresponsive text counts seconds)."""
+        if reading.status is slot.last_status and (
+            reading.status is DeviceStatus.UNRESPONSIVE or reading.error == slot.last_error
+        ):
             return
         if reading.status is DeviceStatus.OK:
             if slot.last_status is not None:

@@ -37,10 +37,14 @@ class Snapshot:
     nvml_up: bool
     nvml_message: str
     identities: dict[int, GpuIdentity] = field(default_factory=dict)
-    readings: dict[int, GpuReading] = field(default_factory=dict)  # latest per GPU (status may be lost/unresponsive)
+    readings: dict[int, GpuReading] = field(
+        default_factory=dict
+    )  # latest per GPU (status may be lost/unresponsive)
     signals: dict[int, IntervalSignals] = field(default_factory=dict)  # the latest interval per GPU
     gpu_counters: dict[int, dict[CounterKey, float]] = field(default_factory=dict)
-    gpu_gauges: dict[int, dict[CounterKey, float]] = field(default_factory=dict)  # derived levels (headroom, peaks)
+    gpu_gauges: dict[int, dict[CounterKey, float]] = field(
+        default_factory=dict
+    )  # derived levels (headroom, peaks)
     # Series whose labels are complete as given (gpu/uuid/pid included where they apply): agent-level
     # counters (profiles, dropped series), per-process series and info series (value 1).
     node_counters: dict[CounterKey, float] = field(default_factory=dict)
@@ -48,7 +52,9 @@ class Snapshot:
     # Who uses each GPU: gpu index -> {"processes": [...], "pod": ..., "namespace": ..., "slurm_job": ...}
     owners: dict[int, dict[str, object]] = field(default_factory=dict)
     xid_counts: dict[tuple[int, int], int] = field(default_factory=dict)  # (gpu index, xid) -> count
-    xid_last_seen: dict[int, float] = field(default_factory=dict)  # gpu index -> epoch seconds of the last XID
+    xid_last_seen: dict[int, float] = field(
+        default_factory=dict
+    )  # gpu index -> epoch seconds of the last XID
     host: HostReading | None = None
     collectors: dict[str, CollectorStatus] = field(default_factory=dict)
     ticks: int = 0

@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import enum
+import itertools
 import math
+import operator
 import threading
+import types
+import typing
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from agent.model import GPU_STATES, DeviceStatus, GpuReading, HostReading, IntervalSignals, XidEvent
@@ -125,19 +131,28 @@ def _clamp(ratio: float) -> float:
     return 0.0 if ratio < 0.0 else 1.0 if ratio > 1.0 else ratio
 
 
-class CompactRing:
-    """A bounded ring of dataclass records kept as value tuples, oldest first.
+Codec = tuple[Callable[[Any], Any], Callable[[Any], Any]]  # (freeze, thaw)
 
-    A 15-minute history of 64 GPUs is 57,600 readings of about sixty fields each; as
-    objects that is several hundred MiB. Stored as tuples, with every value that equals
-    the previous record's (limits, thresholds, ECC counts, most dicts) shared rather than
-    copied, it is a fraction of that. Records are rebuilt on read, so treat what
-    ``window`` returns as read-only: equal dicts are shared between records.
+
+class CompactRing:
+    """A bounded ring of dataclass records kept as flat value tuples, oldest first.
+
+    A 15-minute history of 64 GPUs is 57,600 readings of about sixty fields each. As
+    objects that is several hundred MiB, and hundreds of thousands of objects the cyclic
+    garbage collector walks on every full collection (half a second, every few minutes).
+    So each record is stored as one tuple of plain values: dicts become flat tuples of
+    keys and values, lists of dataclasses tuples of their fields, enums their values.
+    Tuples of plain values are not tracked by the collector, and a value equal to the
+    previous record's is stored once. Records are rebuilt on read.
     """
 
     def __init__(self, cls: type, maxlen: int) -> None:
         self._cls = cls
         self._names = tuple(f.name for f in dataclasses.fields(cls))
+        hints = typing.get_type_hints(cls)
+        self._codecs: tuple[tuple[int, Callable[[Any], Any], Callable[[Any], Any]], ...] = tuple(
+            (i, *codec) for i, name in enumerate(self._names) if (codec := _codec(hints[name])) is not None
+        )
         self._items: deque[tuple[float, tuple[Any, ...]]] = deque(maxlen=maxlen)
 
     def __len__(self) -> int:
@@ -145,6 +160,9 @@ class CompactRing:
 
     def append(self, timestamp: float, record: Any) -> None:
         values = [getattr(record, name) for name in self._names]
+        for i, freeze, _ in self._codecs:
+            if values[i] is not None:
+                values[i] = freeze(values[i])
         if self._items:
             prev = self._items[-1][1]
             for i, value in enumerate(values):
@@ -163,8 +181,47 @@ class CompactRing:
             return []
         cutoff = entries[-1][0] - seconds
         start = bisect.bisect_left(entries, cutoff, key=lambda item: item[0])
-        cls = self._cls
-        return [(t, cls(*values)) for t, values in entries[start:]]  # ~7 µs per GpuReading
+        return [(t, self._thaw(values)) for t, values in entries[start:]]
+
+    def _thaw(self, frozen: tuple[Any, ...]) -> Any:
+        values = list(frozen)
+        for i, _, thaw in self._codecs:
+            if values[i] is not None:
+                values[i] = thaw(values[i])
+        return self._cls(*values)
+
+
+def _codec(tp: Any) -> Codec | None:
+    """How to store a field of type ``tp`` as plain values, or None when it already is plain."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        return _codec(inner[0]) if len(inner) == 1 else None
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        return _freeze_dict, _thaw_dict
+    args = typing.get_args(tp)
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        item_cls = args[0]
+        names = tuple(f.name for f in dataclasses.fields(item_cls))
+
+        def freeze_list(items: list[Any]) -> tuple[Any, ...]:
+            return tuple(tuple(getattr(item, name) for name in names) for item in items)
+
+        def thaw_list(frozen: tuple[Any, ...]) -> list[Any]:
+            return [item_cls(*fields) for fields in frozen]
+
+        return freeze_list, thaw_list
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return operator.attrgetter("value"), tp
+    return None
+
+
+def _freeze_dict(value: dict[Any, Any]) -> tuple[Any, ...]:
+    return tuple(itertools.chain.from_iterable(value.items()))
+
+
+def _thaw_dict(frozen: tuple[Any, ...]) -> dict[Any, Any]:
+    return dict(zip(frozen[::2], frozen[1::2], strict=True))
 
 
 class Store:

@@ -22,9 +22,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import agent
 from agent.api import profiles_routes, routes_core, signals_routes
+from agent.config import bcrypt_check, load_web_config
 from agent.profiling.service import attach as attach_profiling
 from agent.web import routes as web_routes
-from agent.config import bcrypt_check, load_web_config
 
 if TYPE_CHECKING:
     from agent.runtime import Runtime
@@ -49,9 +49,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(signals_routes.router)
     app.include_router(profiles_routes.router)
     app.include_router(web_routes.router)
-    # Profiling attaches its trigger and evidence provider at start-up, before any request.
-    if not hasattr(app.state, "profiling"):
-        app.state.profiling = attach_profiling(runtime)
+    # Profiling attaches its trigger and evidence provider at start-up, before any request
+    # (once per runtime, however many apps are built over it).
+    app.state.profiling = attach_profiling(runtime)
 
     if runtime.settings.web_config_file:
         users = load_web_config(runtime.settings.web_config_file).basic_auth_users

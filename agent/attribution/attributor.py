@@ -37,8 +37,8 @@ DROPPED = "gpulse_attribution_dropped_series_total"
 
 
 @dataclass
-class _Attributed:
-    """One host process with its owner resolved."""
+class AttributedProcess:
+    """One host process with its owner resolved (public: the demo's owners provider builds these too)."""
 
     proc: ProcessStats
     runtime: str | None
@@ -124,11 +124,11 @@ class Attributor:
         processes = host.processes if host is not None else {}
         attributed = self._attribute_processes(processes, readings, allocations)
 
-        descendants = _descendants(attributed)
+        descendants = descendants_of(attributed)
         owners: dict[int, dict[str, object]] = {}
         alloc_series: list[Labels] = []
         for index in sorted(uuids):
-            entry, series = self._gpu_entry(
+            entry, series = self.gpu_entry(
                 index,
                 uuids[index],
                 readings.get(index),
@@ -152,11 +152,11 @@ class Attributor:
         processes: Mapping[int, ProcessStats],
         readings: Mapping[int, GpuReading],
         allocations: dict[int, list[Allocation]],
-    ) -> dict[int, _Attributed]:
+    ) -> dict[int, AttributedProcess]:
         nvml_hosts = {host for r in readings.values() for host in _host_pids(r, processes).values()}
         # GPU processes first: what they teach (pod UID -> pod name) serves their descendants.
         order = sorted(processes, key=lambda pid: (pid not in nvml_hosts, pid))
-        out: dict[int, _Attributed] = {}
+        out: dict[int, AttributedProcess] = {}
         for pid in order:
             proc = processes[pid]
             owner = self._owners.owner(proc)
@@ -173,7 +173,7 @@ class Attributor:
             if container is None and info.container_id is not None and not info.kubernetes:
                 # Docker/Podman outside Kubernetes: the short id that `docker ps` shows
                 container = info.container_id[:12]
-            out[pid] = _Attributed(
+            out[pid] = AttributedProcess(
                 proc,
                 info.runtime,
                 info.container_id,
@@ -226,13 +226,13 @@ class Attributor:
         if ended:
             self._cid_containers.clear()  # cheap to relearn; container ids do not say their pod
 
-    def _gpu_entry(
-        self,
+    @staticmethod
+    def gpu_entry(
         index: int,
         uuid: str,
         reading: GpuReading | None,
         allocations: list[Allocation],
-        attributed: dict[int, _Attributed],
+        attributed: dict[int, AttributedProcess],
         descendants: dict[int, list[int]],
         processes: Mapping[int, ProcessStats],
     ) -> tuple[dict[str, object], list[Labels]]:
@@ -286,12 +286,14 @@ class Attributor:
         ]
         return entry, series or [base]  # an unattributed GPU keeps a series, without owner labels
 
-    def _cap(self, alloc_series: list[Labels], attributed: dict[int, _Attributed]) -> dict[CounterKey, float]:
+    def _cap(
+        self, alloc_series: list[Labels], attributed: dict[int, AttributedProcess]
+    ) -> dict[CounterKey, float]:
         candidates: list[CounterKey] = [(ALLOCATION_INFO, labels) for labels in alloc_series]
         # GPU processes before their descendants: under the cap, the ones NVML named are kept
         order = sorted(attributed, key=lambda pid: (attributed[pid].proc.ppid in attributed, pid))
         for pid in order:
-            candidates.append((PROCESS_INFO, _process_labels(attributed[pid])))
+            candidates.append((PROCESS_INFO, process_labels(attributed[pid])))
         kept = dict.fromkeys(candidates[: self.settings.max_series], 1.0)
         dropped = set(candidates[self.settings.max_series :])
         new = dropped - self._dropped_keys
@@ -335,7 +337,7 @@ def _host_pids(reading: GpuReading, processes: Mapping[int, ProcessStats]) -> di
 
 
 def _owner(
-    pod: str | None, namespace: str | None, container: str | None, att: _Attributed | None, source: str
+    pod: str | None, namespace: str | None, container: str | None, att: AttributedProcess | None, source: str
 ) -> dict[str, object]:
     out: dict[str, object] = {
         "pod": pod,
@@ -357,7 +359,7 @@ def _owner(
 
 
 def _process_entry(
-    gp: GpuProcess, host_pid: int | None, att: _Attributed | None, descendants: dict[int, list[int]]
+    gp: GpuProcess, host_pid: int | None, att: AttributedProcess | None, descendants: dict[int, list[int]]
 ) -> dict[str, object]:
     entry: dict[str, object] = {
         "pid": gp.pid,
@@ -389,7 +391,7 @@ def _process_entry(
     return entry
 
 
-def _descendants(attributed: dict[int, _Attributed]) -> dict[int, list[int]]:
+def descendants_of(attributed: dict[int, AttributedProcess]) -> dict[int, list[int]]:
     """pid -> every tracked process below it."""
     out: dict[int, list[int]] = {}
     for pid, a in attributed.items():
@@ -400,7 +402,7 @@ def _descendants(attributed: dict[int, _Attributed]) -> dict[int, list[int]]:
     return out
 
 
-def _process_labels(a: _Attributed) -> Labels:
+def process_labels(a: AttributedProcess) -> Labels:
     values = (
         ("pid", str(a.proc.pid)),
         ("comm", a.proc.comm),

@@ -71,6 +71,19 @@ class ProfilingService:
 
 
 def attach(runtime: Any, *, evidence_sink: MutableMapping[int, str] | None = None) -> ProfilingService:
+    """The runtime's profiling service, built on first use: one trigger and one manager per runtime."""
+    existing = getattr(runtime, "profiling_service", None)
+    if isinstance(existing, ProfilingService):
+        return existing
+    service = _build(runtime, evidence_sink)
+    try:
+        runtime.profiling_service = service
+    except AttributeError:  # a runtime stand-in that takes no attributes: nothing to remember it on
+        pass
+    return service
+
+
+def _build(runtime: Any, evidence_sink: MutableMapping[int, str] | None) -> ProfilingService:
     settings: ProfilingSettings = runtime.settings.profiling
     if not settings.enabled:
         return ProfilingService(settings)

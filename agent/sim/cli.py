@@ -18,11 +18,16 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.clock import Clock, ManualClock, MonotonicClock, ScaledClock
 from agent.sim.capture import CaptureError, read_capture, record
 from agent.sim.scenario import Scenario, ScenarioError, load_scenario, scenario_names, steady_scenario
+
+if TYPE_CHECKING:
+    from agent.backends import GpuBackend, HostSource
+    from agent.config import Settings
+    from agent.runtime import Runtime
 
 log = logging.getLogger(__name__)
 MAX_SPEED = 50.0
@@ -109,7 +114,7 @@ def choose_scenario(args: argparse.Namespace) -> Scenario:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from agent.cli_serve import configure_logging, serve, settings_from_args
+    from agent.cli_serve import configure_logging, settings_from_args
     from agent.nvml.backend import NvmlBackend
     from agent.nvml.fake import FakeNvml
 
@@ -194,7 +199,9 @@ def run_demo(args: argparse.Namespace) -> int:
             target=_stop_at, args=(clock, stop, duration), name="gpulse-demo-end", daemon=True
         ).start()
     try:
-        return serve(settings, gpu, host, clock)
+        from agent.runtime import run_agent
+
+        return run_agent(demo_runtime(settings, gpu, host, clock, scenario), settings.listen)
     finally:
         stop.set()
         fake.release()
@@ -210,10 +217,30 @@ def run_demo(args: argparse.Namespace) -> int:
                 )
 
 
+def demo_runtime(
+    settings: Settings, gpu: GpuBackend, host: HostSource, clock: Clock, scenario: Scenario | None
+) -> Runtime:
+    """The agent's runtime for the demo: owners come from the scenario, never from this machine's
+    /proc or kubelet (simulated PIDs may be real, unrelated processes here). A replay has no owners."""
+    from agent.runtime import Runtime
+    from agent.sim.owners import SimOwners
+
+    runtime = Runtime(settings, gpu, host, clock)
+    if scenario is not None and settings.attribution.enabled:
+        runtime.owners_provider = SimOwners(scenario, max_series=settings.attribution.max_series).provide
+    return runtime
+
+
 def _preload() -> None:
     import importlib
 
-    for name in ("agent.runtime", "agent.api.app", "agent.signals.engine", "exporters.prometheus"):
+    for name in (
+        "agent.runtime",
+        "agent.api.app",
+        "agent.signals.engine",
+        "exporters.prometheus",
+        "agent.sim.owners",
+    ):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 

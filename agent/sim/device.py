@@ -76,7 +76,9 @@ class DeviceSnapshot:
     performance_state: int = 0
     clock_event_reasons: int = 0  # instantaneous bitmask
     supported_clock_event_reasons: int = 0
-    violation_ns: dict[int, int] = field(default_factory=dict)  # NVML field id (74-81, 269-271) -> cumulative ns
+    violation_ns: dict[int, int] = field(
+        default_factory=dict
+    )  # NVML field id (74-81, 269-271) -> cumulative ns
     memory_total_bytes: int = 0
     memory_used_bytes: int = 0
     memory_reserved_bytes: int = 0

@@ -18,6 +18,7 @@ reads the file (``gpus[2].workload.wait_cause: must be one of host_cpu, io, othe
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,7 +67,14 @@ _EVENT_REQUIRED: dict[str, tuple[str, ...]] = {
     "workload": ("workload",),
 }
 _TOP_FIELDS = ("name", "description", "seed", "duration_s", "interval_s", "host", "gpus", "events")
-_GPU_FIELDS = ("model", "count", "workload", "power_limit_w", "ambient_c")
+_GPU_FIELDS = ("model", "count", "workload", "power_limit_w", "ambient_c", "owner")
+_KUBERNETES_OWNER_FIELDS = ("pod", "namespace", "container")
+_SLURM_OWNER_FIELDS = ("slurm_job", "user", "partition")
+# Kubernetes object names: a pod is a DNS-1123 subdomain, a namespace and a container DNS-1123 labels.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_UNIX_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_SLURM_PARTITION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HOST_FIELDS = ("cpus", "memory_gib")
 _WORKLOAD_FIELDS = (
     "kind",
@@ -83,6 +91,7 @@ _WORKLOAD_FIELDS = (
     "command",
 )
 _MAX_GPUS = 1024
+_DNS_HINT = "a DNS-1123 name: lower-case letters, digits and '-' (a pod's also '.')"
 
 
 class ScenarioError(ValueError):
@@ -115,11 +124,28 @@ class WorkloadSpec:
 
 
 @dataclass(frozen=True)
+class OwnerSpec:
+    """Whose workload a GPU runs, for the whole scenario: a Kubernetes pod's container or a Slurm job."""
+
+    pod: str | None = None
+    namespace: str | None = None
+    container: str | None = None
+    slurm_job: str | None = None
+    user: str | None = None  # the Slurm job's user
+    partition: str | None = None  # the Slurm job's partition
+
+    @property
+    def kubernetes(self) -> bool:
+        return self.pod is not None
+
+
+@dataclass(frozen=True)
 class GpuEntry:
     model: str
     workload: WorkloadSpec
     power_limit_w: float | None = None
     ambient_c: float | None = None
+    owner: OwnerSpec | None = None  # None: nobody owns the GPU (it shows as unattributed)
 
 
 @dataclass(frozen=True)
@@ -395,9 +421,89 @@ class _Validator:
         ambient = None
         if m.get("ambient_c") is not None:
             ambient = self.number(f"{path}.ambient_c", m["ambient_c"], lo=-20, hi=60)
+        owner = self.owner(f"{path}.owner", m["owner"]) if m.get("owner") is not None else None
         if len(self.errors) > before or model is None or workload is None or count is None:
             return None, 0
-        return GpuEntry(model=model, workload=workload, power_limit_w=limit, ambient_c=ambient), count
+        entry = GpuEntry(model=model, workload=workload, power_limit_w=limit, ambient_c=ambient, owner=owner)
+        return entry, count
+
+    def owner(self, path: str, raw: object) -> OwnerSpec | None:
+        m = self.mapping(path, raw, _KUBERNETES_OWNER_FIELDS + _SLURM_OWNER_FIELDS)
+        if m is None:
+            return None
+        kube = [k for k in _KUBERNETES_OWNER_FIELDS if k in m]
+        slurm = [k for k in _SLURM_OWNER_FIELDS if k in m]
+        if kube and slurm:
+            self.err(
+                path,
+                "must be a Kubernetes pod (pod, namespace, container) or a Slurm job (slurm_job, user, "
+                "partition), "
+                f"not both (got {', '.join(kube + slurm)})",
+            )
+            return None
+        before = len(self.errors)
+        if kube:
+            pod = self.name(f"{path}.pod", m.get("pod"), _DNS_SUBDOMAIN, 253, _DNS_HINT, "the pod's name")
+            namespace = self.name(
+                f"{path}.namespace", m.get("namespace", "default"), _DNS_LABEL, 63, _DNS_HINT
+            )
+            container = self.name(
+                f"{path}.container", m.get("container"), _DNS_LABEL, 63, _DNS_HINT, "the container's name"
+            )
+            if len(self.errors) > before:
+                return None
+            return OwnerSpec(pod=pod, namespace=namespace, container=container)
+        if slurm:
+            job = None
+            if "slurm_job" not in m:
+                self.err(f"{path}.slurm_job", "required for a Slurm owner (the job id, e.g. 4242)")
+            else:
+                raw_job = m["slurm_job"]
+                if isinstance(raw_job, str) and raw_job.isdigit():
+                    raw_job = int(raw_job)  # a job id written as text
+                job = self.integer(f"{path}.slurm_job", raw_job, lo=1)
+            user = (
+                self.name(f"{path}.user", m["user"], _UNIX_USER, 32, "a user name (letters, digits, _ . -)")
+                if "user" in m
+                else None
+            )
+            partition = (
+                self.name(
+                    f"{path}.partition", m["partition"], _SLURM_PARTITION, 64, "letters, digits, _ . - only"
+                )
+                if "partition" in m
+                else None
+            )
+            if len(self.errors) > before or job is None:
+                return None
+            return OwnerSpec(slurm_job=str(job), user=user, partition=partition)
+        self.err(
+            path,
+            "must name a Kubernetes pod (pod, namespace, container) "
+            "or a Slurm job (slurm_job, user, partition)",
+        )
+        return None
+
+    def name(
+        self,
+        path: str,
+        value: object,
+        pattern: re.Pattern[str],
+        max_len: int,
+        hint: str,
+        required: str | None = None,
+    ) -> str | None:
+        """A name that becomes a label value; ``required`` says what it is when it must be given."""
+        if value is None:
+            self.err(path, f"required ({required})" if required else "must not be empty")
+            return None
+        if not isinstance(value, str):
+            self.err(path, f"must be a string (got {_show(value)})")
+            return None
+        if len(value) > max_len or not pattern.fullmatch(value):
+            self.err(path, f"must be {hint}, at most {max_len} characters (got {value!r})")
+            return None
+        return value
 
     def power_in_range(self, path: str, watts: float, model: str) -> float | None:
         spec = SPECS[model]

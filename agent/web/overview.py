@@ -63,8 +63,9 @@ def dominant_state(intervals: Iterable[IntervalSignals]) -> str | None:
     return max(totals, key=lambda s: (totals[s], -_PRIORITY.get(s, len(_PRIORITY))))
 
 
-def current_state(history: Sequence[tuple[float, IntervalSignals]], reading: GpuReading | None,
-                  interval_seconds: float) -> str | None:
+def current_state(
+    history: Sequence[tuple[float, IntervalSignals]], reading: GpuReading | None, interval_seconds: float
+) -> str | None:
     """What the GPU is doing now: unavailable while its reading says so, else the recent dominant state."""
     if reading is not None and reading.status is not DeviceStatus.OK:
         return "unavailable"
@@ -101,18 +102,33 @@ def _throttle(reasons: int | None) -> str | None:
 def _levels(r: GpuReading) -> tuple[float | None, ...]:
     """The chart values of one reading, in ``_COLUMNS`` order."""
     return (
-        r.executing_ratio()[0], r.tensor_active_ratio, r.dram_active_ratio,
-        _mhz(r.sm_clock_hz), _mhz(r.sm_clock_max_hz), r.power_watts, r.power_limit_watts,
-        r.temperatures_celsius.get("gpu"), r.temperature_thresholds_celsius.get("slowdown"),
-        r.memory_used_bytes, r.memory_total_bytes,
+        r.executing_ratio()[0],
+        r.tensor_active_ratio,
+        r.dram_active_ratio,
+        _mhz(r.sm_clock_hz),
+        _mhz(r.sm_clock_max_hz),
+        r.power_watts,
+        r.power_limit_watts,
+        r.temperatures_celsius.get("gpu"),
+        r.temperature_thresholds_celsius.get("slowdown"),
+        r.memory_used_bytes,
+        r.memory_total_bytes,
     )
 
 
 # chart columns, in _levels order, with the decimals kept (0: an integer)
 _COLUMNS: tuple[tuple[str, int], ...] = (
-    ("sm", 3), ("tensor", 3), ("dram", 3), ("sm_clock_mhz", 0), ("sm_clock_max_mhz", 0),
-    ("power_watts", 1), ("power_limit_watts", 1), ("temperature_celsius", 1), ("slowdown_celsius", 1),
-    ("memory_used_bytes", 0), ("memory_total_bytes", 0),
+    ("sm", 3),
+    ("tensor", 3),
+    ("dram", 3),
+    ("sm_clock_mhz", 0),
+    ("sm_clock_max_mhz", 0),
+    ("power_watts", 1),
+    ("power_limit_watts", 1),
+    ("temperature_celsius", 1),
+    ("slowdown_celsius", 1),
+    ("memory_used_bytes", 0),
+    ("memory_total_bytes", 0),
 )
 
 
@@ -220,8 +236,9 @@ def host_view(hosts: Sequence[HostReading]) -> dict[str, Any]:
 _OWNER_KEYS = ("pod", "namespace", "container", "slurm_job")
 
 
-def processes(reading: GpuReading | None, snapshot: Snapshot,
-              owners: dict[str, object]) -> list[dict[str, Any]]:
+def processes(
+    reading: GpuReading | None, snapshot: Snapshot, owners: dict[str, object]
+) -> list[dict[str, Any]]:
     """The GPU's compute processes with their command line and, once attributed, pod or job."""
     if reading is None or not reading.processes:
         return []
@@ -266,14 +283,16 @@ def build_overview(runtime: Runtime, minutes: float, diagnoses: dict[int, dict[s
     if snapshot is None:
         return {"node": node, "gpus": [], "ready": False}
     epoch_offset = snapshot.epoch - snapshot.timestamp
-    node.update({
-        "epoch": snapshot.epoch,
-        "interval_seconds": snapshot.interval_seconds,
-        "nvml_up": snapshot.nvml_up,
-        "nvml_message": snapshot.nvml_message,
-        "host": host_view(runtime.store.host_history(max(3 * snapshot.interval_seconds, 2.0))),
-        "collectors_failed": sorted(k for k, c in snapshot.collectors.items() if not c.success),
-    })
+    node.update(
+        {
+            "epoch": snapshot.epoch,
+            "interval_seconds": snapshot.interval_seconds,
+            "nvml_up": snapshot.nvml_up,
+            "nvml_message": snapshot.nvml_message,
+            "host": host_view(runtime.store.host_history(max(3 * snapshot.interval_seconds, 2.0))),
+            "collectors_failed": sorted(k for k, c in snapshot.collectors.items() if not c.success),
+        }
+    )
     gpus = []
     for index in sorted(set(snapshot.identities) | set(snapshot.readings)):
         identity = snapshot.identities.get(index)
@@ -282,23 +301,29 @@ def build_overview(runtime: Runtime, minutes: float, diagnoses: dict[int, dict[s
         state = current_state(history, reading, snapshot.interval_seconds)
         owners = snapshot.owners.get(index) or {}
         diagnosis = diagnoses.get(index, {})
-        gpus.append({
-            "index": index,
-            "uuid": identity.uuid if identity is not None else reading.uuid if reading is not None else None,
-            "name": identity.name if identity is not None else None,
-            "status": reading.status.value if reading is not None else "unknown",
-            "error": reading.error if reading is not None else None,
-            "state": state,
-            "state_label": STATE_LABELS.get(state, state) if state is not None else NO_DATA_LABEL,
-            "shares": shares(history, seconds),
-            "timeline": timeline(history, epoch_offset),
-            "series": series(runtime.store.history(index, seconds), epoch_offset),
-            "diagnosis": diagnosis.get("sentence"),
-            "estimated_mfu": _diagnosis_figure(diagnosis, "estimated_mfu"),
-            "reported_mfu": _diagnosis_figure(diagnosis, "reported_mfu"),
-            "mbu": _diagnosis_figure(diagnosis, "mbu"),
-            "processes": processes(reading, snapshot, owners),
-            "owners": {k: owners[k] for k in _OWNER_KEYS if isinstance(owners.get(k), str) and owners[k]},
-            "xids": {str(xid): n for (i, xid), n in sorted(snapshot.xid_counts.items()) if i == index},
-        })
+        gpus.append(
+            {
+                "index": index,
+                "uuid": identity.uuid
+                if identity is not None
+                else reading.uuid
+                if reading is not None
+                else None,
+                "name": identity.name if identity is not None else None,
+                "status": reading.status.value if reading is not None else "unknown",
+                "error": reading.error if reading is not None else None,
+                "state": state,
+                "state_label": STATE_LABELS.get(state, state) if state is not None else NO_DATA_LABEL,
+                "shares": shares(history, seconds),
+                "timeline": timeline(history, epoch_offset),
+                "series": series(runtime.store.history(index, seconds), epoch_offset),
+                "diagnosis": diagnosis.get("sentence"),
+                "estimated_mfu": _diagnosis_figure(diagnosis, "estimated_mfu"),
+                "reported_mfu": _diagnosis_figure(diagnosis, "reported_mfu"),
+                "mbu": _diagnosis_figure(diagnosis, "mbu"),
+                "processes": processes(reading, snapshot, owners),
+                "owners": {k: owners[k] for k in _OWNER_KEYS if isinstance(owners.get(k), str) and owners[k]},
+                "xids": {str(xid): n for (i, xid), n in sorted(snapshot.xid_counts.items()) if i == index},
+            }
+        )
     return {"node": node, "gpus": gpus, "ready": True}

@@ -57,9 +57,14 @@ def diagnoses(runtime: Runtime, minutes: float) -> dict[int, dict[str, Any]]:
     from agent.signals.diagnosis import diagnose_store
 
     try:
-        items = diagnose_store(runtime.store, runtime.store.latest(), minutes, precision=settings.precision,
-                               min_share=settings.diagnosis_min_share,
-                               providers=getattr(engine, "evidence_providers", ()))
+        items = diagnose_store(
+            runtime.store,
+            runtime.store.latest(),
+            minutes,
+            precision=settings.precision,
+            min_share=settings.diagnosis_min_share,
+            providers=getattr(engine, "evidence_providers", ()),
+        )
     except Exception:  # the page still shows states and charts without the sentences
         log.warning("diagnosis failed; the live page shows no sentences this time", exc_info=True)
         return {}
@@ -105,8 +110,9 @@ def _cache(request: Request) -> _OverviewCache:
 )
 def overview(request: Request, minutes: float = Query(5.0, gt=0, le=60)) -> Response:
     runtime: Runtime = request.app.state.runtime
-    body = json.dumps(_cache(request).get(runtime, minutes), ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":")).encode()
+    body = json.dumps(
+        _cache(request).get(runtime, minutes), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode()
     headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
     # ~150 KiB for 8 GPUs every 2 s, about 8 times less gzipped: it matters through a port-forward
     if len(body) > 1024 and "gzip" in request.headers.get("accept-encoding", "").lower():

@@ -343,3 +343,16 @@ def test_a_hung_nvml_initialisation_leaves_the_host_sampled(harness: Any) -> Non
     snap = h.tick()
     assert snap.nvml_up and sorted(snap.readings) == [0, 1]
     assert h.rt.readiness()[0]
+
+
+def test_state_changes_are_logged_once_not_per_tick(harness: Any, caplog: Any) -> None:
+    h = harness()
+    h.tick(3)
+    h.gpu.block(0)
+    with caplog.at_level("WARNING", logger="agent.sampler"):
+        h.tick(12)
+        h.gpu.unblock(0)
+        h.tick(3)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unresponsive" in m for m in messages) == 1
+    assert sum("is back" in m for m in messages) == 1

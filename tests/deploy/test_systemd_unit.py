@@ -80,7 +80,8 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     result = subprocess.run(["systemd-analyze", "verify", str(_verifiable_copy(tmp_path))],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == "", result.stderr
+    # Findings about our unit name it; other lines are about units of the machine running the test.
+    assert [line for line in result.stderr.splitlines() if "gpulse" in line] == [], result.stderr
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")

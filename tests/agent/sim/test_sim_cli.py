@@ -18,8 +18,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from agent.sim.cli import register
+from agent.api.app import create_app
+from agent.clock import ManualClock
+from agent.config import Settings
+from agent.nvml.backend import NvmlBackend
+from agent.nvml.fake import FakeNvml
+from agent.sim.cli import demo_runtime, register
+from agent.sim.fleet import Fleet
+from agent.sim.scenario import load_scenario
 from agent.sim.truth import read_truth
 
 ROOT = Path(__file__).parents[3]
@@ -89,6 +97,68 @@ def test_record_a_simulated_fleet(tmp_path: Path) -> None:
     assert json.loads(lines[-1])["t"] == 5.0
 
 
+def test_demo_runtime_exports_the_scenarios_owners() -> None:
+    """The demo's runtime on the default fleet, ticked by hand: the real sampler, store, exporter and
+    API show the scenario's pods and Slurm job, and no owner read from this machine."""
+    clock = ManualClock()
+    scenario = load_scenario("default")
+    fleet = Fleet.from_scenario(scenario, clock)
+    fake = FakeNvml(fleet.models, clock)
+    settings = Settings(interval_seconds=1.0)
+    rt = demo_runtime(settings, NvmlBackend(fake, clock), fleet.host_source, clock, scenario)
+    try:
+        for _ in range(4):  # start NVML, read the GPUs and their processes, read the host for those pids
+            rt.sampler.tick()
+            clock.advance(1.0)
+        client = TestClient(create_app(rt))
+        metrics = client.get("/metrics").text
+        gpus = client.get("/api/v1/gpus").json()
+    finally:
+        rt.stop(timeout=0.5)
+        fake.release()
+    uuids = [m.identity.uuid for m in fleet.models]
+    train = 'pod="train-0",namespace="ml",container="trainer"'
+    for gpu in (0, 2, 3):
+        assert f'gpulse_gpu_allocation_info{{gpu="{gpu}",uuid="{uuids[gpu]}",{train}}} 1' in metrics
+    decode = 'pod="llm-decode-0",namespace="serving",container="vllm"'
+    assert f'gpulse_gpu_allocation_info{{gpu="1",uuid="{uuids[1]}",{decode}}} 1' in metrics
+    assert f'gpulse_gpu_allocation_info{{gpu="5",uuid="{uuids[5]}",slurm_job="4242"}} 1' in metrics
+    for gpu in (4, 6, 7):  # unattributed: a series without owner labels
+        assert f'gpulse_gpu_allocation_info{{gpu="{gpu}",uuid="{uuids[gpu]}"}} 1' in metrics
+    main = gpus[2]["reading"]["processes"][0]["pid"]
+    info = [line for line in metrics.splitlines() if line.startswith(f'gpulse_process_info{{pid="{main}"')]
+    assert len(info) == 1 and train in info[0]
+    workers = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("gpulse_process_info{")
+        and 'comm="pt_data_worker"' in line
+        and 'slurm_job="4242"' in line
+    ]
+    assert len(workers) == 4  # GPU 5's training loader workers belong to the job too
+    assert "gpulse_attribution_dropped_series_total 0" in metrics
+    assert gpus[0]["owners"]["pod"] == "train-0" and gpus[5]["owners"]["slurm_job"] == "4242"
+    assert gpus[6]["owners"]["attributed"] is False
+
+
+def test_demo_runtime_without_attribution_or_scenario_has_no_owners() -> None:
+    clock = ManualClock()
+    scenario = load_scenario("default")
+    fleet = Fleet.from_scenario(scenario, clock)
+    fake = FakeNvml(fleet.models, clock)
+    off = Settings.model_validate({"attribution": {"enabled": False}})
+    try:
+        backend = NvmlBackend(fake, clock)
+        assert demo_runtime(off, backend, fleet.host_source, clock, scenario).owners_provider is None
+        # a replay has no scenario, hence no owners
+        assert demo_runtime(Settings(), backend, fleet.host_source, clock, None).owners_provider is None
+        assert (
+            demo_runtime(Settings(), backend, fleet.host_source, clock, scenario).owners_provider is not None
+        )
+    finally:
+        fake.release()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,6 +224,13 @@ def test_demo_runs_the_agent_on_the_default_fleet(tmp_path: Path) -> None:
         gpus = json.loads(_get(url + "api/v1/gpus"))
         assert [g["name"] for g in gpus] == ["NVIDIA H100 80GB HBM3"] * 8
         assert gpus[4]["reading"]["power_limit_watts"] == 350
+        # the scenario's owners, from the demo's owners provider
+        assert re.search(
+            r'gpulse_gpu_allocation_info\{gpu="0",uuid="[^"]+",'
+            r'pod="train-0",namespace="ml",container="trainer"\} 1',
+            metrics,
+        )
+        assert re.search(r'gpulse_gpu_allocation_info\{gpu="5",uuid="[^"]+",slurm_job="4242"\} 1', metrics)
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(20)

@@ -196,3 +196,88 @@ def test_steady_scenario() -> None:
         steady_scenario("X1", 2)
     with pytest.raises(ScenarioError, match="gpus: must be between 1"):
         steady_scenario("L4", 0)
+
+
+# --- owners -------------------------------------------------------------------------------------
+
+
+def test_owner_applies_to_each_gpu_of_its_entry() -> None:
+    scenario = parse_scenario(
+        textwrap.dedent("""
+        gpus:
+          - {model: H100-SXM, count: 2, owner: {pod: train-0, container: trainer}}
+          - {model: H100-SXM, owner: {slurm_job: "4242", user: alice, partition: gpu}}
+          - {model: H100-SXM, owner: {slurm_job: 77}}
+          - {model: H100-SXM}
+    """)
+    )
+    pod, pod2, job, bare_job, nobody = (g.owner for g in scenario.gpus)
+    assert pod == pod2 and pod is not None and pod.kubernetes
+    assert (pod.pod, pod.namespace, pod.container) == ("train-0", "default", "trainer")  # Kubernetes' default
+    assert job is not None and not job.kubernetes
+    assert (job.slurm_job, job.user, job.partition) == ("4242", "alice", "gpu")
+    assert bare_job is not None and (bare_job.slurm_job, bare_job.user, bare_job.partition) == (
+        "77",
+        None,
+        None,
+    )
+    assert nobody is None
+
+
+def test_default_scenario_owners() -> None:
+    owners = [g.owner for g in load_scenario("default").gpus]
+    pods = {
+        i: (o.namespace, o.pod, o.container) for i, o in enumerate(owners) if o is not None and o.kubernetes
+    }
+    assert pods == {
+        0: ("ml", "train-0", "trainer"),
+        1: ("serving", "llm-decode-0", "vllm"),
+        2: ("ml", "train-0", "trainer"),
+        3: ("ml", "train-0", "trainer"),
+    }
+    jobs = {i: (o.slurm_job, o.user, o.partition) for i, o in enumerate(owners) if o and not o.kubernetes}
+    assert jobs == {5: ("4242", "alice", "gpu")}
+    assert [i for i, o in enumerate(owners) if o is None] == [4, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("owner", "expected"),
+    [
+        (
+            "{pod: train-0, slurm_job: 1}",
+            "gpus[0].owner: must be a Kubernetes pod (pod, namespace, container) or a",
+        ),
+        ("{}", "gpus[0].owner: must name a Kubernetes pod (pod, namespace, container) or a Slurm job"),
+        ("yes", "gpus[0].owner: must be a mapping (got True)"),
+        (
+            "{pod: train-0, team: ml}",
+            "gpus[0].owner.team: unknown field (allowed: pod, namespace, container,",
+        ),
+        ("{namespace: ml, container: c}", "gpus[0].owner.pod: required (the pod's name)"),
+        ("{pod: train-0}", "gpus[0].owner.container: required (the container's name)"),
+        ("{pod: Train_0, container: c}", "gpus[0].owner.pod: must be a DNS-1123 name"),
+        ("{pod: p, namespace: ml.prod, container: c}", "gpus[0].owner.namespace: must be a DNS-1123 name"),
+        ("{pod: p, container: 7}", "gpus[0].owner.container: must be a string (got 7)"),
+        (
+            f"{{pod: p, namespace: {'n' * 64}, container: c}}",
+            "gpus[0].owner.namespace: must be a DNS-1123 name",
+        ),
+        ("{user: alice}", "gpus[0].owner.slurm_job: required for a Slurm owner"),
+        ("{slurm_job: 0}", "gpus[0].owner.slurm_job: must be >= 1 (got 0)"),
+        ("{slurm_job: job-7}", "gpus[0].owner.slurm_job: must be an integer (got 'job-7')"),
+        ("{slurm_job: 7, user: 'a b'}", "gpus[0].owner.user: must be a user name"),
+        ("{slurm_job: 7, partition: 'gpu,cpu'}", "gpus[0].owner.partition: must be letters, digits"),
+    ],
+)
+def test_bad_owner_fields_are_named(owner: str, expected: str) -> None:
+    errors = _errors(f"gpus:\n  - {{model: H100-SXM, workload: {{kind: training}}, owner: {owner}}}\n")
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_bad_owner_is_reported_with_the_other_errors() -> None:
+    errors = _errors("""
+        gpus:
+          - {model: H100-SXM, owner: {pod: p, container: c}}
+          - {model: H100-SXM, count: 0, owner: {slurm_job: -3}}
+    """)
+    assert errors == ["gpus[1].count: must be >= 1 (got 0)", "gpus[1].owner.slurm_job: must be >= 1 (got -3)"]
