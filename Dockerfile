@@ -1,6 +1,6 @@
 # gpulse agent image: `docker build -t gpulse .`, then
-#   docker run --rm --gpus all --pid host -p 9835:9835 gpulse            (a GPU node)
-#   docker run --rm -p 9835:9835 gpulse demo --listen 0.0.0.0:9835       (the simulated fleet)
+#   docker run --rm --gpus all --pid host -p 10835:10835 gpulse            (a GPU node)
+#   docker run --rm -p 10835:10835 gpulse demo --listen 0.0.0.0:10835       (the simulated fleet)
 # Python base pinned to an exact version; pin the digest too in your registry mirror.
 ARG PYTHON_IMAGE=python:3.11.9-slim-bookworm
 
@@ -27,9 +27,9 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && useradd --system --uid 10001 --gid gpulse --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin gpulse
 USER 10001:10001
-EXPOSE 9835
+EXPOSE 10835
 # /healthz is 200 while the sampling loop ticks (the slim image has no curl).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9835/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:10835/healthz', timeout=4).status != 200)"]
 ENTRYPOINT ["gpulse"]
 CMD ["serve"]

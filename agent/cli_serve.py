@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help=f"YAML settings file (default: ${ENV_CONFIG_FILE})")
-    parser.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:9835)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:10835)")
     parser.add_argument(
         "--interval",
         metavar="SECONDS",

@@ -31,7 +31,7 @@ from agent.specs import PRECISIONS, SPECS
 
 ENV_PREFIX = "GPULSE_"
 ENV_CONFIG_FILE = "GPULSE_CONFIG"  # names the YAML file; not a setting itself
-DEFAULT_PORT = 9835
+DEFAULT_PORT = 10835
 
 
 class ConfigError(Exception):
@@ -120,7 +120,7 @@ class Settings(BaseModel):
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9835`` for IPv6, ``:9835`` for all interfaces) -> (host, port)."""
+    """``HOST:PORT`` (``[::1]:10835`` for IPv6, ``:10835`` for all interfaces) -> (host, port)."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit():
         raise ValueError(f"expected HOST:PORT, got {value!r}")

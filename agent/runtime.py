@@ -13,7 +13,6 @@ import gc
 import logging
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -32,7 +31,6 @@ from agent.store import Store
 
 log = logging.getLogger(__name__)
 
-SWITCH_INTERVAL_SECONDS = 0.001
 XID_WAIT_SECONDS = 0.5  # also bounds how long stop() waits for this thread (exit budget: 2 s)
 HEALTHY_INTERVALS = 5.0  # /healthz fails when the loop has not ticked for this many intervals
 STARTUP_GRACE_SECONDS = 120.0  # ... or, before the first tick, for this long (NVML init can be slow)
@@ -273,9 +271,6 @@ def run_agent(runtime: Runtime, listen: str) -> int:
     # move it out of the garbage collector's sight so full collections stay short.
     gc.collect()
     gc.freeze()
-    # A scrape waits for the GIL while the sampler thread computes; hand it over after 1 ms
-    # rather than Python's default 5 ms so /metrics stays fast during a tick.
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     server = AgentServer(config, runtime, scheme)
     runtime.start()
     try:

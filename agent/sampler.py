@@ -188,10 +188,15 @@ class Sampler:
                 signals_cost += self._accept_result(slot, late)
             self._submit_read(slot, now)
 
-        self._collect(now)
+        # The deadline is real time: the tick must end on time whatever the clock speed.
+        deadline = time.monotonic() + COLLECT_FRACTION * self.interval / self._clock.speed
+        self._collect(deadline)
+        if self._take_nvml():  # NVML just came up: read the GPUs in this same tick
+            for slot in self._slots.values():
+                self._submit_read(slot, now)
+            self._collect(deadline)
 
         end = clock.now()
-        self._take_nvml()
         result = self._host_worker.take()
         if result is not None:
             self._accept_host(result, late=False)
@@ -248,12 +253,13 @@ class Sampler:
         identities = gpu.identities() if available else []
         return available, gpu.status_message, identities
 
-    def _take_nvml(self) -> None:
+    def _take_nvml(self) -> bool:
+        """Take the NVML start's outcome, if it came; True when the GPUs just became readable."""
         result = self._nvml_worker.take()
         if result is None:
             if self._nvml_worker.outstanding and self._nvml_state == "pending":
                 self._nvml_status = CollectorStatus(False, 0.0, None, "NVML initialisation still running")
-            return
+            return False
         if result.error is not None:
             available, message, identities = False, f"NVML start failed: {result.error}", []
         else:
@@ -265,7 +271,7 @@ class Sampler:
             if self._nvml_state != "down":  # the backend itself warns about the cause
                 log.info("GPU sampling off (%s); trying again every %.0f s", message, NVML_RETRY_SECONDS)
             self._nvml_state = "down"
-            return
+            return False
         self._nvml_state = "up"
         log.info("%s", message)
         set_identity = getattr(self._rt.signals, "set_identity", None)
@@ -276,6 +282,7 @@ class Sampler:
                 set_identity(identity.index, identity)
         self._identities = {i.index: i for i in identities}
         self.gpu_ready.set()
+        return True
 
     # --- GPUs -------------------------------------------------------------------------
 
@@ -402,9 +409,8 @@ class Sampler:
                 if not self._pending:
                     self._cond.notify_all()
 
-    def _collect(self, now: float) -> None:
-        # The deadline is real time: the tick must end on time whatever the clock speed.
-        deadline = time.monotonic() + COLLECT_FRACTION * self.interval / self._clock.speed
+    def _collect(self, deadline: float) -> None:
+        """Wait until every call handed out this tick has answered, or until ``deadline`` (monotonic)."""
         with self._cond:
             while self._pending and not self.stop_event.is_set():
                 remaining = deadline - time.monotonic()

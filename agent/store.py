@@ -201,7 +201,7 @@ def _codec(tp: Any) -> Codec | None:
         return _freeze_dict, _thaw_dict
     args = typing.get_args(tp)
     if origin is list and args and dataclasses.is_dataclass(args[0]):
-        item_cls = args[0]
+        item_cls: Any = args[0]
         names = tuple(f.name for f in dataclasses.fields(item_cls))
 
         def freeze_list(items: list[Any]) -> tuple[Any, ...]:

@@ -4,14 +4,15 @@
 
 For each fleet size it starts the real agent as a separate process (the same sampler,
 NVML backend, host backend, signal engine, exporter and HTTP server as ``gpulse serve``),
-with the fake NVML over steady modelled H100s in place of the driver and 1 s sampling,
-then reports:
+with the fake NVML over steady modelled H100s in place of the driver and 1 s sampling.
+It first fills the 15-minute history (on a clock that jumps), so that memory is the
+steady state, then reports:
 
 - CPU of the agent process as % of one core while it only samples (from /proc/<pid>/stat
-  over ``--seconds``), and its resident memory;
-- the number of series on /metrics;
-- /metrics latency p50/p99 over ``--scrapes`` scrapes on loopback (client side, keep-alive),
-  and the agent's extra CPU per scrape.
+  over ``--seconds``), split by thread (the agent names its threads), and its resident memory;
+- the number of series on /metrics, and one tick's rendering and signal-engine time;
+- /metrics latency p50/p99 over ``--scrapes`` scrapes on loopback (stdlib client, one
+  keep-alive connection), and the agent's extra CPU per scrape.
 """
 
 from __future__ import annotations
@@ -106,6 +107,15 @@ GROUPS = {
 }
 
 
+def collector_seconds(exposition: str, collector: str) -> float:
+    """One tick's wall time of a collector, from the agent's own gpulse_collector_duration_seconds."""
+    prefix = f'gpulse_collector_duration_seconds{{collector="{collector}"}}'
+    for line in exposition.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -169,14 +179,7 @@ def measure(gpus: int, seconds: float, scrapes: int, interval: float, fill: bool
 
             body = client.get("/metrics").text
             series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
-            render = next(
-                (
-                    float(line.rsplit(" ", 1)[1])
-                    for line in body.splitlines()
-                    if line.startswith('gpulse_collector_duration_seconds{collector="render"}')
-                ),
-                float("nan"),
-            )
+            render, signals = (collector_seconds(body, name) for name in ("render", "signals"))
             latencies = []
             # the stdlib client on one keep-alive connection: the lightest client, so that the
             # figures are the agent's, not the client's
@@ -200,6 +203,7 @@ def measure(gpus: int, seconds: float, scrapes: int, interval: float, fill: bool
                 "rss_mib": rss,
                 "series": series,
                 "render_ms": render * 1e3,
+                "signals_ms": signals * 1e3,
                 "p50_ms": 1e3 * statistics.median(latencies),
                 "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
                 "cpu_per_scrape_ms": 1e3 * max(0.0, extra_cpu) / scrapes,
@@ -254,7 +258,11 @@ def main() -> int:
             f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['cpu_per_scrape_ms']:>14.3f}  {target}",
             flush=True,
         )
-    print("\nCPU while sampling, % of one core, by thread:")
+    print(
+        "\nOne tick's signal engine time (ms): "
+        + ", ".join(f"{r['gpus']} GPUs {r['signals_ms']:.2f}" for r in results)
+    )
+    print("CPU while sampling, % of one core, by thread:")
     for r in results:
         parts = ", ".join(
             f"{name} {pct:.2f}" for name, pct in sorted(r["breakdown"].items(), key=lambda kv: -kv[1])

@@ -31,7 +31,7 @@ from agent.profiling.render import render
 from agent.profiling.summary import format_text
 from agent.snapshot import Snapshot
 
-DEFAULT_URL = "http://127.0.0.1:9835"
+DEFAULT_URL = "http://127.0.0.1:10835"
 FORMATS = ("speedscope", "flamegraph", "raw")
 POLL_SECONDS = 0.25
 

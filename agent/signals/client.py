@@ -23,7 +23,7 @@ import urllib.request
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "http://127.0.0.1:9835"
+DEFAULT_URL = "http://127.0.0.1:10835"
 PATH = "/api/v1/workloads/report"
 
 

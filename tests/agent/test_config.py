@@ -24,7 +24,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 def test_defaults() -> None:
     s = load_settings(None, {}, {})
-    assert s.listen == "0.0.0.0:9835" and s.listen_address() == ("0.0.0.0", 9835)
+    assert s.listen == "0.0.0.0:10835" and s.listen_address() == ("0.0.0.0", 10835)
     assert s.interval_seconds == 1.0 and s.process_interval_seconds == 5.0 and s.history_seconds == 900
     assert s.device_timeout_intervals == 2.0
     assert s.log_level == "info" and s.procfs == "/proc" and s.sysfs == "/sys"
@@ -119,8 +119,8 @@ def test_spec_overrides_reach_the_spec_table() -> None:
 
 
 def test_parse_listen_forms() -> None:
-    assert parse_listen("127.0.0.1:9835") == ("127.0.0.1", 9835)
-    assert parse_listen(":9835") == ("0.0.0.0", 9835)
+    assert parse_listen("127.0.0.1:10835") == ("127.0.0.1", 10835)
+    assert parse_listen(":10835") == ("0.0.0.0", 10835)
     assert parse_listen("[::1]:0") == ("::1", 0)
 
 

@@ -23,7 +23,7 @@ from exporters.catalog import BY_NAME, COUNTER, THROTTLE_REASONS
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 PROMTOOL = Path("/usr/bin/promtool")
-NODE = 'instance="node-a:9835",job="gpulse"'
+NODE = 'instance="node-a:10835",job="gpulse"'
 GPUS = {"0": "GPU-0", "1": "GPU-1"}
 STEPS = 40  # one-minute samples
 # Agent seconds per minute in each state: GPU 0 trains with starvation and some throttling,
@@ -125,7 +125,7 @@ def _queries() -> list[tuple[str, str]]:
             for target in panel.get("targets", []):
                 expr = target["expr"]
                 for name, value in (("$__rate_interval", "3m"), ("$__interval", "1m"), ("$__range", "10m"),
-                                    ("$instance", "node-a:9835" if single else ".*"), ("$gpu", ".*")):
+                                    ("$instance", "node-a:10835" if single else ".*"), ("$gpu", ".*")):
                     expr = expr.replace(name, value)
                 out.append((f"{board['title']} / {panel['title']} / {target['refId']}", expr))
     return out

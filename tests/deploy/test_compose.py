@@ -41,7 +41,7 @@ def test_agent_runs_the_demo_without_a_gpu_and_serve_with_one() -> None:
     agent = _compose()["services"]["agent"]
     assert agent["build"]["context"] == "../.."
     assert agent["command"][0] == "demo"
-    assert "0.0.0.0:9835" in agent["command"]
+    assert "0.0.0.0:10835" in agent["command"]
     assert agent["read_only"] is True and agent["cap_drop"] == ["ALL"]
     gpu = yaml.safe_load((COMPOSE / "docker-compose.gpu.yml").read_text())["services"]["agent"]
     assert gpu["command"][0] == "serve"
@@ -65,7 +65,7 @@ def test_prometheus_loads_the_shipped_rules_and_scrapes_the_agent() -> None:
     assert config["rule_files"] == ["/etc/prometheus/rules/*.rules.yml"]
     (job,) = config["scrape_configs"]
     assert job["job_name"] == "gpulse"
-    assert job["static_configs"] == [{"targets": ["agent:9835"]}]
+    assert job["static_configs"] == [{"targets": ["agent:10835"]}]
 
 
 @pytest.mark.skipif(not PROMTOOL.exists(), reason="/usr/bin/promtool missing (Debian package 'prometheus')")

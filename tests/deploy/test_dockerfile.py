@@ -60,7 +60,7 @@ def test_runs_as_a_non_root_user_with_a_healthcheck() -> None:
     entrypoint = json.loads(next(a for i, a in runtime if i == "ENTRYPOINT"))
     cmd = json.loads(next(a for i, a in runtime if i == "CMD"))
     assert entrypoint + cmd == ["gpulse", "serve"]
-    assert ("EXPOSE", "9835") in runtime
+    assert ("EXPOSE", "10835") in runtime
 
 
 def test_dockerignore_sends_only_the_package() -> None:

@@ -132,7 +132,7 @@ def test_daemonset_has_resources_and_probes(kube_tree: Path) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": 9835}
+    assert ports == {"metrics": 10835}
 
 
 def test_profiling_overlay_adds_ptrace_and_a_token_secret(kube_tree: Path) -> None:
