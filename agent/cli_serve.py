@@ -12,11 +12,14 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.backends import GpuBackend, HostSource
 from agent.clock import Clock, MonotonicClock
 from agent.config import ENV_CONFIG_FILE, Settings, load_settings
+
+if TYPE_CHECKING:
+    from agent.runtime import Runtime
 
 
 def register(subparsers: Any) -> None:
@@ -63,10 +66,24 @@ def configure_logging(level: str) -> None:
 
 def serve(settings: Settings, gpu: GpuBackend, host: HostSource, clock: Clock) -> int:
     """Run the daemon on the given backends until SIGTERM/SIGINT; returns the exit status."""
-    from agent.runtime import Runtime, run_agent
+    from agent.runtime import run_agent
+
+    return run_agent(node_runtime(settings, gpu, host, clock), settings.listen)
+
+
+def node_runtime(settings: Settings, gpu: GpuBackend, host: HostSource, clock: Clock) -> Runtime:
+    """The runtime for a real node: owners from this node's /proc, cgroups and kubelet.
+
+    (The demo builds its own: its simulated PIDs may be unrelated processes of this machine.)
+    """
+    from agent.attribution.attributor import Attributor
+    from agent.runtime import Runtime
 
     runtime = Runtime(settings, gpu, host, clock)
-    return run_agent(runtime, settings.listen)
+    attributor = Attributor(settings.attribution, procfs=settings.procfs, clock=clock)
+    runtime.owners_provider = attributor.provide
+    runtime.add_part(attributor)  # its kubelet refresh thread starts and stops with the runtime
+    return runtime
 
 
 def real_backends(settings: Settings, clock: Clock) -> tuple[GpuBackend, HostSource]:

@@ -1,7 +1,8 @@
 """``gpulse status``: a one-shot table of every GPU's key readings.
 
-It asks a running agent (``/api/v1/gpus``); when none answers it reads the local
-driver directly (each device time-boxed, as in the agent), and says which it did.
+It asks a running agent (``/api/v1/gpus``, then its diagnosis from ``/api/v1/diagnosis``);
+when none answers it reads the local driver directly (each device time-boxed, as in the
+agent), and says which it did; a diagnosis needs the agent's history, so none is printed then.
 """
 
 from __future__ import annotations
@@ -54,7 +55,28 @@ def run(args: argparse.Namespace) -> int:
         gpus, source = local, "local driver"
     print_table(gpus, sys.stdout)
     print(f"({len(gpus)} GPU{'s' if len(gpus) != 1 else ''}, from the {source})")
+    if source == "local driver":
+        print("(no diagnosis: it needs a running agent's history)")
+    else:
+        print_diagnosis(url, args.timeout, sys.stdout)
     return 0
+
+
+def print_diagnosis(url: str, timeout: float, out: TextIO) -> None:
+    """The running agent's diagnosis (GET /api/v1/diagnosis), or one line saying why there is none."""
+    try:
+        data = _get_json(url.rstrip("/") + "/api/v1/diagnosis", timeout)
+        if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
+            raise ValueError("unexpected answer from /api/v1/diagnosis")
+        from agent.signals.diagnosis import format_diagnosis
+
+        text = format_diagnosis(data["gpus"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        out.write(f"(no diagnosis: {_reason(exc)})\n")
+        return
+    minutes = data.get("minutes")
+    span = f" over the last {minutes:g} min" if isinstance(minutes, int | float) else ""
+    out.write(f"\nDiagnosis{span}:\n{text}\n" if text else f"(no diagnosis{span}: no GPUs)\n")
 
 
 def _reason(exc: BaseException) -> str:
@@ -63,9 +85,13 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def _get_json(url: str, timeout: float) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
 def fetch(url: str, timeout: float) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(url.rstrip("/") + "/api/v1/gpus", timeout=timeout) as response:
-        data = json.loads(response.read())
+    data = _get_json(url.rstrip("/") + "/api/v1/gpus", timeout)
     if not isinstance(data, list):
         raise ValueError("unexpected answer from /api/v1/gpus")
     return data

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import threading
@@ -54,6 +55,12 @@ class NodeMetrics:
         with self._lock:
             self._gauges[key] = value
 
+    def set_total(self, name: str, labels: Mapping[str, str] | Labels, value: float) -> None:
+        """Set a counter to a total kept elsewhere (e.g. the kernel's CPU seconds of this process)."""
+        key = (name, _labels(labels))
+        with self._lock:
+            self._counters[key] = value
+
     def remove(self, name: str, labels: Mapping[str, str] | Labels) -> None:
         """Drop a gauge series (e.g. a process that ended)."""
         key = (name, _labels(labels))
@@ -75,6 +82,39 @@ class NodeMetrics:
     def gauges(self) -> dict[CounterKey, float]:
         with self._lock:
             return dict(self._gauges)
+
+
+AGENT_RSS = "gpulse_agent_resident_memory_bytes"
+AGENT_CPU = "gpulse_agent_cpu_seconds_total"
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class SelfUsage:
+    """The agent's own CPU seconds and resident memory, read once per tick into node metrics.
+
+    CPU is ``os.times()`` (user + system of this process, all threads). Memory is the current
+    resident set from ``/proc/self/statm`` (the agent's own /proc, whatever ``procfs`` names:
+    that may be the host's, where "self" is not this process). ``getrusage``'s ``ru_maxrss``
+    is the peak, not the current size, so where statm cannot be read no memory series is set.
+    """
+
+    def __init__(self, metrics: NodeMetrics, statm: str = "/proc/self/statm") -> None:
+        self._metrics = metrics
+        self._statm: str | None = statm
+
+    def update(self) -> None:
+        times = os.times()
+        self._metrics.set_total(AGENT_CPU, (), times.user + times.system)
+        if self._statm is None:
+            return
+        try:
+            with open(self._statm, "rb") as f:
+                resident_pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError) as exc:
+            log.info("no gpulse_agent_resident_memory_bytes: cannot read %s (%s)", self._statm, exc)
+            self._statm = None  # not Linux, or /proc not mounted: do not try every tick
+            return
+        self._metrics.set(AGENT_RSS, (), float(resident_pages * _PAGE_SIZE))
 
 
 def _labels(labels: Mapping[str, str] | Labels) -> Labels:
@@ -105,8 +145,13 @@ class Runtime:
         # renders a Snapshot into an object with .negotiate(accept, accept_encoding) -> (bytes, headers)
         self.renderer = renderer if renderer is not None else default_renderer()
         self.node_metrics = NodeMetrics()
+        self.self_usage = SelfUsage(self.node_metrics)
         self.tick_listeners: list[Callable[[Snapshot], None]] = []
         self.owners_provider: Callable[[Snapshot], dict[int, dict[str, object]]] | None = None
+        # Parts with start() and close() that live as long as the runtime (the attributor);
+        # profiling's attach() sets profiling_service. Both are closed by stop().
+        self.parts: list[Any] = []
+        self.profiling_service: Any = None
         self.started_at = clock.now()
         self.sampler = Sampler(self)
         self._xid_thread: threading.Thread | None = None
@@ -115,7 +160,16 @@ class Runtime:
 
     # --- lifecycle -------------------------------------------------------------------
 
+    def add_part(self, part: Any) -> None:
+        """Start ``part`` (anything with ``start()`` and ``close()``) with the runtime; close it on stop."""
+        self.parts.append(part)
+
     def start(self) -> None:
+        for part in self.parts:
+            try:
+                part.start()
+            except Exception:  # a part that cannot start must not keep the agent from sampling
+                log.warning("starting %s failed", type(part).__name__, exc_info=True)
         self.sampler.start()
         self._xid_thread = threading.Thread(target=self._xid_loop, name="gpulse-xid", daemon=True)
         self._xid_thread.start()
@@ -125,27 +179,26 @@ class Runtime:
         self.sampler.request_stop()
 
     def stop(self, timeout: float = 1.5) -> None:
-        """Stop the threads and shut NVML down, in at most about ``timeout`` seconds."""
+        """Stop the threads, close the parts and profiling, shut NVML down, in about ``timeout`` seconds."""
         if self._closed:
             return
         self._closed = True
         deadline = time.monotonic() + timeout
         self.request_stop()
+        # Parts may wait on their own threads (the kubelet refresh, a py-spy writing its
+        # profile): close them alongside the rest, time-boxed by the same deadline.
+        closers = [_closer(part.close, type(part).__name__) for part in self.parts]
+        if self.profiling_service is not None:
+            closers.append(_closer(self.profiling_service.close, "profiling"))
         self.sampler.join(max(0.0, deadline - time.monotonic()) * 0.5)
         if self._xid_thread is not None:
             self._xid_thread.join(max(0.0, deadline - time.monotonic()) * 0.7)
         # nvmlShutdown may block like any call on a wedged driver: time-box it too.
-        closer = threading.Thread(target=self._close_gpu, name="gpulse-nvml-close", daemon=True)
-        closer.start()
-        closer.join(max(0.05, deadline - time.monotonic()))
-        if closer.is_alive():
-            log.warning("NVML shutdown did not return in time; exiting anyway")
-
-    def _close_gpu(self) -> None:
-        try:
-            self.gpu.close()
-        except Exception:
-            log.warning("NVML shutdown failed", exc_info=True)
+        closers.append(_closer(self.gpu.close, "NVML"))
+        for name, thread in closers:
+            thread.join(max(0.05, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("closing %s did not finish in time; exiting anyway", name)
 
     # --- XID events --------------------------------------------------------------------
 
@@ -210,6 +263,20 @@ class Runtime:
         }
 
 
+def _closer(close: Callable[[], Any], name: str) -> tuple[str, threading.Thread]:
+    """Run ``close`` on a daemon thread of its own (a wedged one must not hold up the exit)."""
+
+    def run() -> None:
+        try:
+            close()
+        except Exception:
+            log.warning("closing %s failed", name, exc_info=True)
+
+    thread = threading.Thread(target=run, name=f"gpulse-close-{name.lower()}", daemon=True)
+    thread.start()
+    return name, thread
+
+
 def default_signal_engine(settings: Settings, specs: SpecTable) -> SignalEngineLike:
     """The signals package's engine when it is installed, else the null engine."""
     try:
@@ -224,14 +291,17 @@ def default_signal_engine(settings: Settings, specs: SpecTable) -> SignalEngineL
 
 
 def default_renderer() -> Callable[[Snapshot], Any] | None:
+    """The exporter's ``Renderer``: renders each tick and, on the sampler thread, also builds the
+    bodies (gzip, OpenMetrics) scrapers recently asked for, so a scrape only looks up bytes."""
     try:
-        from exporters.prometheus import render
+        from exporters.prometheus import Renderer
     except ModuleNotFoundError as exc:
         if exc.name != "exporters.prometheus":
             raise
         log.warning("exporters.prometheus is not installed: /metrics is unavailable")
         return None
-    return render  # type: ignore[no-any-return]
+    renderer: Callable[[Snapshot], Any] = Renderer()
+    return renderer
 
 
 # --- serving -------------------------------------------------------------------------------
@@ -328,7 +398,10 @@ class AgentServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            print(f"gpulse listening on {listening_url(self, self._scheme)}", flush=True)
+            # The address first (scripts take the word after "listening on"), then what is there.
+            url = listening_url(self, self._scheme)
+            where = "live page; metrics at /metrics, API docs at /docs"
+            print(f"gpulse listening on {url} ({where})", flush=True)
 
 
 def listening_url(server: Any, scheme: str) -> str:

@@ -74,6 +74,7 @@ class _Slot:
         "last_reading",
         "last_status",
         "last_success",
+        "misses",
         "processes",
         "processes_at",
         "processes_requested",
@@ -88,6 +89,7 @@ class _Slot:
         self.index = identity.index
         self.uuid = identity.uuid
         self.worker = worker
+        self.misses = 0  # consecutive collects that ended with this GPU's call still outstanding
         self.declared = False  # the outstanding call was declared unresponsive
         self.last_reading: GpuReading | None = None
         self.last_status: DeviceStatus | None = None
@@ -101,12 +103,20 @@ class _Slot:
         self.status = CollectorStatus(False, 0.0, None, "not read yet")
 
 
+MIN_UNRESPONSIVE_REAL_SECONDS = 1.0
+MIN_MISSED_COLLECTS = 2  # a call must miss this many of the sampler's collects to count as hung
+
+
 class Sampler:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
         self._clock = runtime.clock
         self.interval = runtime.settings.interval_seconds
         self._timeout = runtime.settings.device_timeout_intervals * self.interval
+        if self._clock.speed > 1:
+            # A clock faster than real time (the demo's --speed) would turn a thread descheduled
+            # for a moment on a busy machine into "unresponsive": keep at least this much real time.
+            self._timeout = max(self._timeout, MIN_UNRESPONSIVE_REAL_SECONDS * self._clock.speed)
         self._process_interval = runtime.settings.process_interval_seconds
         self.stop_event = threading.Event()
         self.gpu_ready = threading.Event()  # set once NVML is up (the XID thread waits for it)
@@ -210,10 +220,16 @@ class Sampler:
         for slot in self._slots.values():
             result = slot.worker.take()
             if result is not None:
+                slot.misses = 0
                 signals_cost += self._accept_result(slot, result)
             else:
                 waited = slot.worker.outstanding_for(end)
-                if waited is not None and waited >= self._timeout - 1e-6 * self.interval:
+                slot.misses = slot.misses + 1 if waited is not None else 0
+                # Both: long enough on the clock, and missed by more than one of our own collects.
+                # After the whole process was paused (a busy machine), the clock jumped for every
+                # call alike; the first collect after the pause is no evidence against a GPU.
+                if (waited is not None and waited >= self._timeout - 1e-6 * self.interval
+                        and slot.misses >= MIN_MISSED_COLLECTS):
                     signals_cost += self._unresponsive(slot, end, waited)
 
         snapshot = self._build(now, signals_cost)
@@ -439,6 +455,7 @@ class Sampler:
         failed, self._signals_failed = self._signals_failed, False
         collectors["signals"] = CollectorStatus(not failed, signals_cost, None if failed else now)
         collectors["render"] = self._render_status
+        rt.self_usage.update()  # the agent's own CPU and memory, before node metrics are copied
         xid_counts, xid_last_seen = rt.store.xids()
         events = rt.xid_status()
         if events is not None:

@@ -6,7 +6,8 @@ samples at the sampling interval (default 15 minutes) and never grow past that.
 
 The ``Accumulator`` implements "integrate, don't snapshot" (see the design): activity
 ratios times the interval become ``*_seconds_total`` counters, deltas of raw device
-counters (energy, PCIe and NVLink bytes) become the agent's own counters, and the
+counters (energy, PCIe and NVLink bytes) become the agent's own counters (both lists are
+``exporters.catalog``'s ``INTEGRATED_RATIOS`` and ``DEVICE_COUNTER_DELTAS``), and the
 derived signals of each interval (state seconds, throttle seconds, FLOPs) are added up.
 A raw counter that goes backwards was reset (driver reload, GPU reset): that interval
 is skipped and the new value becomes the baseline.
@@ -29,23 +30,27 @@ from typing import Any
 
 from agent.model import GPU_STATES, DeviceStatus, GpuReading, HostReading, IntervalSignals, XidEvent
 from agent.snapshot import CounterKey, Snapshot
+from exporters.catalog import DEVICE_COUNTER_DELTAS, INTEGRATED_RATIOS
 
-# (reading field, counter key): activity ratio x dt -> seconds
-_ACTIVITY: tuple[tuple[str, CounterKey], ...] = (
-    ("sm_active_ratio", ("gpulse_gpu_sm_active_seconds_total", ())),
-    ("tensor_active_ratio", ("gpulse_gpu_tensor_active_seconds_total", ())),
-    ("dram_active_ratio", ("gpulse_gpu_dram_active_seconds_total", ())),
-)
+
+# Driven by the exporter's catalog, so a ratio or device counter it lists is integrated
+# without a second hand-kept list here. Keys and getters are built once, at import.
+def _ratio_tables() -> tuple[tuple[CounterKey, ...], Callable[[Any], tuple[Any, ...]], int | None]:
+    keys = tuple((name, labels) for _, name, labels in INTEGRATED_RATIOS)
+    attrs = [attr for attr, _, _ in INTEGRATED_RATIOS]
+    busy = attrs.index("utilization_gpu_ratio") if "utilization_gpu_ratio" in attrs else None
+    getter = operator.attrgetter(*attrs)
+    if len(attrs) == 1:  # attrgetter of one name returns the value itself, not a tuple
+        return keys, lambda obj: (getter(obj),), busy
+    return keys, getter, busy
+
+
+# (reading fields) -> values, and the counter key of each: activity ratio x dt -> seconds
+_RATIO_KEYS, _RATIO_VALUES, _BUSY_INDEX = _ratio_tables()
 BUSY_KEY: CounterKey = ("gpulse_gpu_busy_seconds_total", ())
 
 # (reading field, counter key): delta of a raw cumulative device counter
-_RAW: tuple[tuple[str, CounterKey], ...] = (
-    ("energy_joules", ("gpulse_gpu_energy_joules_total", ())),
-    ("pcie_tx_bytes", ("gpulse_gpu_pcie_transmit_bytes_total", ())),
-    ("pcie_rx_bytes", ("gpulse_gpu_pcie_receive_bytes_total", ())),
-    ("nvlink_tx_bytes", ("gpulse_gpu_nvlink_transmit_bytes_total", ())),
-    ("nvlink_rx_bytes", ("gpulse_gpu_nvlink_receive_bytes_total", ())),
-)
+_RAW: tuple[tuple[str, CounterKey], ...] = tuple((attr, (name, ())) for attr, name in DEVICE_COUNTER_DELTAS)
 
 _STATE_KEYS: dict[str, CounterKey] = {
     s: ("gpulse_gpu_state_seconds_total", (("state", s),)) for s in GPU_STATES
@@ -92,14 +97,12 @@ class Accumulator:
             elif value >= last:
                 counters[key] = counters.get(key, 0.0) + (value - last)
             # value < last: the device counter was reset; skip this interval, keep the new baseline
-        busy = cur.utilization_samples_ratio  # covers the whole interval; utilization.gpu only its tail
-        if busy is None:
-            busy = cur.utilization_gpu_ratio
         dt = cur.timestamp - prev.timestamp if prev is not None and prev.status is DeviceStatus.OK else 0.0
-        if busy is not None:
-            counters[BUSY_KEY] = counters.get(BUSY_KEY, 0.0) + (_clamp(busy) * dt if dt > 0 else 0.0)
-        for attr, key in _ACTIVITY:
-            ratio = getattr(cur, attr)
+        values = _RATIO_VALUES(cur)
+        if _BUSY_INDEX is not None and cur.utilization_samples_ratio is not None:
+            # the high-rate samples cover the whole interval; utilization.gpu only its tail
+            values = (*values[:_BUSY_INDEX], cur.utilization_samples_ratio, *values[_BUSY_INDEX + 1 :])
+        for key, ratio in zip(_RATIO_KEYS, values, strict=True):
             if ratio is not None:
                 counters[key] = counters.get(key, 0.0) + (_clamp(ratio) * dt if dt > 0 else 0.0)
 

@@ -147,7 +147,7 @@ def start_agent(gpus: int, interval: float, fill: bool) -> tuple[subprocess.Pope
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("gpulse listening on "):
-                url.append(line.split(" on ", 1)[1].strip().rstrip("/"))
+                url.append(line.split(" on ", 1)[1].split()[0].rstrip("/"))
                 ready.set()
 
     threading.Thread(target=pump, daemon=True).start()

@@ -19,7 +19,9 @@ NVML semantics presented over a model (``agent.sim.device``):
 * violation counters in ns, energy in mJ, power in mW, clocks in MHz, as NVML reports;
 * XIDs from ``snapshot.xids`` are delivered once each through an event set;
   ``nvmlEventSetWait_v2`` blocks up to its timeout (clock milliseconds, so real time
-  divided by ``clock.speed``) and then raises ``Timeout``;
+  divided by ``clock.speed``) and then raises ``Timeout``; while it blocks it looks for
+  new XIDs every ``EVENT_POLL_S`` (and wakes for the next one a model has scheduled),
+  without building snapshots for models that publish their ``xids`` list;
 * what the spec lacks raises ``NotSupported``: GPM without ``spec.has_gpm``, NVLink
   without ``has_nvlink``, remapped rows without ``has_row_remapping``, ECC without ``has_ecc``.
 
@@ -844,15 +846,31 @@ class FakeNvml:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._released.is_set():
                 raise _err(C.ERROR_TIMEOUT)
-            self._released.wait(min(EVENT_POLL_S, remaining))
+            self._released.wait(min(EVENT_POLL_S, remaining, self._until_next_xid(es)))
+
+    def _until_next_xid(self, es: _EventSet) -> float:
+        """Real seconds until the next XID a registered model has scheduled (inf: none known)."""
+        now = self.clock.now()
+        soonest = math.inf
+        for index in es.masks:
+            schedule = _xid_schedule(self._devices[index].model)
+            if schedule:
+                soonest = min((t for t, _ in schedule if t > now), default=soonest)
+        return max(0.0, (soonest - now) / self.clock.speed) if soonest < math.inf else math.inf
 
     def _next_event(self, es: _EventSet) -> Any:
         best: tuple[float, int, int] | None = None  # (time, device index, xid)
         for index, mask in list(es.masks.items()):
             if not mask & C.EVENT_XID_CRITICAL:
                 continue
-            snap = self._snapshot(self._devices[index])
+            dev = self._devices[index]
             done = es.delivered.get(index, 0)
+            schedule = _xid_schedule(dev.model)
+            # a model that publishes its XID list is checked without building a snapshot (the
+            # wait polls every device several times a second); others are asked for one
+            if schedule is not None and len(schedule) <= done:
+                continue  # nothing undelivered, not even scheduled
+            snap = self._snapshot(dev)
             pending = [(t, xid) for t, xid in snap.xids[done:] if t <= snap.t]
             if pending and (best is None or pending[0][0] < best[0]):
                 best = (pending[0][0], index, pending[0][1])
@@ -868,6 +886,12 @@ class FakeNvml:
         data.gpuInstanceId = C.UINT_MAX
         data.computeInstanceId = C.UINT_MAX
         return data
+
+
+def _xid_schedule(model: DeviceModel) -> list[tuple[float, int]] | None:
+    """The model's XIDs ``(clock time, xid)``, past and scheduled, if it publishes them (``SteadyDevice``)."""
+    xids = getattr(model, "xids", None)
+    return xids if isinstance(xids, list) else None
 
 
 def _pci_key(bus_id: str) -> tuple[int, int, int, int] | None:

@@ -4,15 +4,18 @@ import io
 import socket
 from typing import Any
 
+import httpx
+
 from agent import cli, cli_serve
 from agent.api.app import create_app
-from agent.cli_status import print_table
+from agent.cli_status import print_diagnosis, print_table
 from agent.clock import ManualClock, MonotonicClock
 from agent.config import Settings
 from agent.nvml.backend import NvmlBackend
 from agent.nvml.fake import FakeNvml
 from agent.nvml.steady import SteadyDevice
 from agent.runtime import Runtime
+from agent.signals.diagnosis import format_diagnosis
 from agent.specs import SPECS
 
 
@@ -52,8 +55,19 @@ def test_status_reads_a_running_agent(
     assert out[1].split()[:9] == ["0", "NVIDIA", "H100", "80GB", "HBM3", "ok", "50%", "25%", "10.0/80.0"]
     assert "300/700 W" in out[1] and "50°C" in out[1] and "1980 MHz" in out[1]
     assert out[2].split()[5:] == ["lost", "-", "-", "-", "-", "-", "-", "-"]
-    assert out[-1] == f"(2 GPUs, from the agent at {base})"
+    assert out[3] == f"(2 GPUs, from the agent at {base})"
+    # then the agent's own diagnosis, as format_diagnosis renders its answer
+    answer = httpx.get(base + "/api/v1/diagnosis", timeout=5).json()
+    assert out[4] == "" and out[5] == f"Diagnosis over the last {answer['minutes']:g} min:"
+    assert "\n".join(out[6:]) == format_diagnosis(answer["gpus"])
+    assert out[6].startswith("GPU 0: ") and any(line.startswith("GPU 1: ") for line in out[6:])
     rt.stop(timeout=0.5)
+
+
+def test_a_missing_diagnosis_is_one_line_not_a_failure() -> None:
+    out = io.StringIO()
+    print_diagnosis(free_url(), 0.5, out)
+    assert out.getvalue().startswith("(no diagnosis: ") and out.getvalue().count("\n") == 1
 
 
 def test_status_falls_back_to_the_local_driver(monkeypatch: Any, capsys: Any) -> None:
@@ -64,7 +78,8 @@ def test_status_falls_back_to_the_local_driver(monkeypatch: Any, capsys: Any) ->
     captured = capsys.readouterr()
     assert "reading the local driver directly" in captured.err
     lines = captured.out.splitlines()
-    assert len(lines) == 4 and lines[-1] == "(2 GPUs, from the local driver)"
+    assert len(lines) == 5 and lines[3] == "(2 GPUs, from the local driver)"
+    assert lines[4] == "(no diagnosis: it needs a running agent's history)"
     assert " ok " in lines[1] and "H100" in lines[1]
     assert fake.system_calls["nvmlShutdown"] == 1
 

@@ -178,3 +178,26 @@ def test_scrapes_stay_fast_and_fresh_while_a_gpu_hangs(fleet: Any, live_server: 
         f"max {max(latencies) * 1e3:.2f} ms"
     )
     assert f.backend.status_message == "NVML shut down"
+
+
+def test_a_fast_clock_does_not_turn_a_short_real_pause_into_unresponsive(fleet: Any) -> None:
+    # At 20x, two 1 s intervals are 0.1 s of real time: a thread descheduled that long on a busy
+    # machine is not a hung driver. A real hang (1.5 s of real time here) still is one.
+    f = fleet(clock=ScaledClock(20.0), count=2)
+    f.rt.start()
+    deadline = time.monotonic() + 10
+    while (snap := f.rt.store.latest()) is None or len(snap.readings) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    f.nvml.block(0, 4.0)  # 4 clock seconds = 0.2 s real
+    statuses: list[DeviceStatus] = []
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:
+        statuses.append(f.rt.store.latest().readings[0].status)
+        time.sleep(0.01)
+    assert DeviceStatus.UNRESPONSIVE not in statuses
+    f.nvml.block(0, 30.0)  # 1.5 s real
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end and f.rt.store.latest().readings[0].status is not DeviceStatus.UNRESPONSIVE:
+        time.sleep(0.01)
+    assert f.rt.store.latest().readings[0].status is DeviceStatus.UNRESPONSIVE

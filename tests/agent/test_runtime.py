@@ -18,8 +18,18 @@ import pytest
 
 from agent.clock import ManualClock
 from agent.config import Settings, bcrypt_available
-from agent.runtime import STARTUP_GRACE_SECONDS, NodeMetrics, Runtime, default_renderer, default_signal_engine
+from agent.runtime import (
+    AGENT_CPU,
+    AGENT_RSS,
+    STARTUP_GRACE_SECONDS,
+    NodeMetrics,
+    Runtime,
+    SelfUsage,
+    default_renderer,
+    default_signal_engine,
+)
 from agent.specs import SpecTable
+from exporters.prometheus import OPENMETRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_HASH = "$2y$10$8TpGNPHzCN0szEoTiJ3jOucgQI4afrENI7d32EKH9mjGwThz2C5ca"  # htpasswd -nbBC 10 "" test
@@ -32,16 +42,52 @@ def test_node_metrics_feed_the_snapshot(scripted_gpu: Any, static_host: Any) -> 
     rt.node_metrics.inc("gpulse_profiles_total", (("trigger", "manual"),), 2)
     rt.node_metrics.set("gpulse_process_gpu_memory_bytes", {"gpu": "0", "uuid": "GPU-0000", "pid": "1"}, 5.0)
     snap = rt.sampler.tick()
-    assert snap.node_counters == {("gpulse_profiles_total", (("trigger", "manual"),)): 3.0}
+    own = {AGENT_CPU, AGENT_RSS}
+    assert {k: v for k, v in snap.node_counters.items() if k[0] not in own} == {
+        ("gpulse_profiles_total", (("trigger", "manual"),)): 3.0
+    }
     key = ("gpulse_process_gpu_memory_bytes", (("gpu", "0"), ("uuid", "GPU-0000"), ("pid", "1")))
-    assert snap.node_gauges == {key: 5.0}
+    assert {k: v for k, v in snap.node_gauges.items() if k[0] not in own} == {key: 5.0}
     rt.node_metrics.replace("gpulse_process_gpu_memory_bytes", {(("gpu", "0"), ("pid", "2")): 7.0})
-    assert rt.node_metrics.gauges() == {
+    gauges = rt.node_metrics.gauges()
+    assert {k: v for k, v in gauges.items() if k[0] not in own} == {
         ("gpulse_process_gpu_memory_bytes", (("gpu", "0"), ("pid", "2"))): 7.0
     }
     rt.node_metrics.remove("gpulse_process_gpu_memory_bytes", (("gpu", "0"), ("pid", "2")))
-    assert rt.node_metrics.gauges() == {}
+    assert [k for k in rt.node_metrics.gauges() if k[0] not in own] == []
     assert snap.node_counters is not rt.node_metrics.counters()  # the snapshot holds a copy
+
+
+def test_each_tick_reports_the_agents_own_cpu_and_resident_memory(
+    scripted_gpu: Any, static_host: Any
+) -> None:
+    clock = ManualClock(0.0)
+    rt = Runtime(Settings(), scripted_gpu(1, clock), static_host(clock), clock)
+    first = rt.sampler.tick()
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn a little CPU between the ticks
+        pass
+    clock.advance(1.0)
+    second = rt.sampler.tick()
+    cpu0, cpu1 = first.node_counters[(AGENT_CPU, ())], second.node_counters[(AGENT_CPU, ())]
+    assert cpu1 - cpu0 >= 0.04
+    times = os.times()
+    assert cpu1 <= times.user + times.system
+    with open("/proc/self/statm") as f:
+        resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    rss = second.node_gauges[(AGENT_RSS, ())]
+    assert 0.5 * resident < rss < 2 * resident  # the current RSS, not getrusage's peak in KiB
+    text = rt.store.exposition().negotiate(None, None)[0].decode()
+    assert f"{AGENT_CPU} " in text and f"{AGENT_RSS} " in text
+
+
+def test_no_resident_memory_series_where_statm_cannot_be_read(tmp_path: Path) -> None:
+    metrics = NodeMetrics()
+    usage = SelfUsage(metrics, statm=str(tmp_path / "missing"))
+    usage.update()
+    usage.update()
+    assert metrics.gauges() == {}
+    assert metrics.counters()[(AGENT_CPU, ())] > 0
 
 
 def test_node_metrics_are_thread_safe() -> None:
@@ -72,7 +118,25 @@ def test_default_engine_and_renderer_are_the_feature_modules() -> None:
     engine = default_signal_engine(Settings(), SpecTable())
     assert type(engine).__module__ == "agent.signals.engine"
     renderer = default_renderer()
-    assert renderer is not None and renderer.__module__ == "exporters.prometheus"
+    assert renderer is not None and type(renderer).__module__ == "exporters.prometheus"
+
+
+def test_bodies_a_scraper_asked_for_are_prepared_on_the_sampler_thread(
+    scripted_gpu: Any, static_host: Any
+) -> None:
+    clock = ManualClock(0.0)
+    rt = Runtime(Settings(interval_seconds=0.1), scripted_gpu(1, clock), static_host(clock), clock)
+    rt.sampler.tick()
+    first = rt.store.exposition()
+    openmetrics = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    _, headers = first.negotiate(openmetrics, "gzip")
+    assert headers["Content-Encoding"] == "gzip"
+    clock.advance(0.1)
+    rt.sampler.tick()
+    second = rt.store.exposition()
+    assert second is not first
+    # built by the tick (the sampler thread), before any scrape asked this exposition for it
+    assert (OPENMETRICS, True) in second.prepared
 
 
 def test_stop_shuts_nvml_down_even_with_a_device_hung(scripted_gpu: Any, static_host: Any) -> None:
@@ -129,7 +193,8 @@ class Agent:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
-        self.url = self._wait_for("gpulse listening on ").split("gpulse listening on ", 1)[1].strip()
+        self.banner = self._wait_for("gpulse listening on ")
+        self.url = self.banner.split("gpulse listening on ", 1)[1].split()[0]
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -176,7 +241,8 @@ class Agent:
 @pytest.mark.parametrize("hang", [False, True], ids=["healthy", "gpu-hung"])
 def test_sigterm_exits_cleanly_within_2_s_with_nvml_shut_down(hang: bool) -> None:
     agent = Agent([sys.executable, "-c", CHILD, *(["--hang"] if hang else [])])
-    assert agent.url.startswith("http://127.0.0.1:")
+    assert agent.url.startswith("http://127.0.0.1:") and agent.url.endswith("/")
+    assert agent.banner.startswith(f"gpulse listening on {agent.url} (live page; metrics at /metrics")
     agent.wait_until(lambda c: c.get("/readyz").status_code == 200)
     if hang:
         agent.wait_until(lambda c: c.get("/api/v1/gpus").json()[0]["status"] == "unresponsive")
@@ -194,6 +260,10 @@ def test_gpulse_serve_runs_and_stops_on_sigterm() -> None:
     with httpx.Client(base_url=agent.url, timeout=2) as client:
         ready = client.get("/readyz").json()
         metrics = client.get("/metrics").text
+        # what the start-up line names is there
+        assert client.get("/").status_code == 200 and client.get("/docs").status_code == 200
+    assert "(live page; metrics at /metrics, API docs at /docs)" in agent.banner
+    assert f"{AGENT_CPU} " in metrics and f"{AGENT_RSS} " in metrics
     assert ready["mode"] in ("host-only", "gpu")
     assert ("gpulse_nvml_up 0" in metrics) == (ready["mode"] == "host-only")
     code, took = agent.sigterm()

@@ -64,6 +64,27 @@ def test_activity_ratios_integrate_over_the_interval() -> None:
     assert c[("gpulse_gpu_dram_active_seconds_total", ())] == pytest.approx(3.2)
 
 
+def test_every_catalog_ratio_and_device_counter_is_integrated() -> None:
+    from exporters.catalog import DEVICE_COUNTER_DELTAS, INTEGRATED_RATIOS
+
+    acc = Accumulator()
+    ratios = {attr: 0.05 * (i + 1) for i, (attr, _, _) in enumerate(INTEGRATED_RATIOS)}
+    prev = None
+    for t in range(3):  # 2 intervals of 1.5 s; each device counter grows by 100 per reading
+        counters = {attr: 1000 + 100 * t for attr, _ in DEVICE_COUNTER_DELTAS}
+        cur = GpuReading(0, "GPU-0", 1.5 * t, **ratios, **counters)  # type: ignore[arg-type]
+        acc.integrate(prev, cur)
+        prev = cur
+    c = acc.counters(0)
+    for attr, name, labels in INTEGRATED_RATIOS:
+        assert c[(name, labels)] == pytest.approx(ratios[attr] * 3.0), (attr, name, labels)
+    for _, name in DEVICE_COUNTER_DELTAS:
+        assert c[(name, ())] == pytest.approx(200.0), name
+    assert c[("gpulse_gpu_pipe_active_seconds_total", (("pipe", "hmma"),))] > 0
+    assert c[("gpulse_gpu_memory_busy_seconds_total", ())] > 0
+    assert len(c) == len(INTEGRATED_RATIOS) + len(DEVICE_COUNTER_DELTAS)
+
+
 def test_busy_prefers_the_high_rate_samples_and_ratios_are_clamped() -> None:
     acc = Accumulator()
     acc.integrate(None, reading(0.0, utilization_gpu_ratio=1.0, utilization_samples_ratio=0.2))

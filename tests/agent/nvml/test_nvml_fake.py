@@ -12,6 +12,7 @@ import pytest
 
 from agent.clock import ManualClock, ScaledClock
 from agent.nvml import consts as C
+from agent.nvml import fake as fake_module
 from agent.nvml.fake import SAMPLE_BUFFER_LEN, SAMPLE_PERIOD_S, FakeNvml
 from agent.nvml.steady import SteadyDevice
 from agent.sim.device import Activity
@@ -272,6 +273,36 @@ def test_event_set_delivers_each_xid_once_and_times_out_in_clock_time() -> None:
     with pytest.raises(pynvml.NVMLError_Timeout):
         nvml.nvmlEventSetWait_v2(es, 1000)  # one clock second = 0.1 s of real time
     assert 0.08 <= time.monotonic() - start < 1.0
+
+
+def test_event_wait_wakes_for_a_scheduled_xid_without_building_snapshots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fake_module, "EVENT_POLL_S", 5.0)  # so that only the schedule can wake it early
+    clock = ScaledClock(speed=10.0, start=T0)
+    _, models, nvml = make(clock=clock)
+    es = nvml.nvmlEventSetCreate()
+    for i in (0, 1):
+        nvml.nvmlDeviceRegisterEvents(nvml.nvmlDeviceGetHandleByIndex(i), C.EVENT_XID_CRITICAL, es)
+    built = 0
+    for m in models:
+        original = m.snapshot
+
+        def counting(t: float, original: Any = original) -> Any:
+            nonlocal built
+            built += 1
+            return original(t)
+
+        object.__setattr__(m, "snapshot", counting)
+    with pytest.raises(pynvml.NVMLError_Timeout):
+        nvml.nvmlEventSetWait_v2(es, 500)  # nothing raised or scheduled: the models are not asked
+    assert built == 0
+    models[0].add_xid(clock.now() + 0.3, 48)  # 0.03 s of real time ahead
+    start = time.monotonic()
+    data = nvml.nvmlEventSetWait_v2(es, 5000)
+    assert data.eventData == 48 and nvml.nvmlDeviceGetIndex(data.device) == 0
+    assert time.monotonic() - start < 2.0  # woken for the XID, not at the next poll (5 s)
+    assert built >= 1
 
 
 def test_snapshot_is_shared_within_an_instant_but_follows_model_changes() -> None:

@@ -216,7 +216,11 @@ def test_demo_runs_the_agent_on_the_default_fleet(tmp_path: Path) -> None:
         metrics = ""
         while time.monotonic() < deadline:  # GPU 7 falls off the bus 92 simulated seconds in
             metrics = _get(url + "metrics")
-            if re.search(r'gpulse_gpu_up\{gpu="7",[^}]*\} 0', metrics):
+            # one scrape showing the lost GPU down and a healthy one up (on a busy machine a healthy
+            # GPU can miss a tick's deadline for a moment, so wait for a scrape that shows both)
+            if re.search(r'gpulse_gpu_up\{gpu="7",[^}]*\} 0', metrics) and re.search(
+                r'gpulse_gpu_up\{gpu="0",[^}]*\} 1', metrics
+            ):
                 break
             time.sleep(0.2)
         assert re.search(r'gpulse_gpu_up\{gpu="7",[^}]*\} 0', metrics)
