@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from agent.device_worker import CallResult, DeviceWorker, name_os_thread
+from agent.heap import HeapFreezer
 from agent.model import DeviceStatus, GpuIdentity, GpuProcess, GpuReading, HostReading, IntervalSignals
 from agent.snapshot import CollectorStatus, CounterKey, Snapshot
 
@@ -164,12 +165,14 @@ class Sampler:
     def _run(self) -> None:
         name_os_thread("gpulse-sampler")
         clock = self._clock
+        heap = HeapFreezer()
         next_tick = clock.now()
         while not self.stop_event.is_set():
             try:
                 self.tick()
             except Exception:  # a bug in one part must not stop sampling; healthz shows a stalled loop
                 self._warn_once("tick", "sampling tick failed", exc_info=True)
+            heap.maybe_run()  # between ticks, never inside one
             next_tick += self.interval
             now = clock.now()
             if now >= next_tick:  # missed ticks are skipped, keeping the grid
