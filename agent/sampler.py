@@ -168,16 +168,17 @@ class Sampler:
         heap = HeapFreezer()
         next_tick = clock.now()
         while not self.stop_event.is_set():
+            started = clock.now()
             try:
                 self.tick()
             except Exception:  # a bug in one part must not stop sampling; healthz shows a stalled loop
                 self._warn_once("tick", "sampling tick failed", exc_info=True)
             heap.maybe_run()  # between ticks, never inside one
             next_tick += self.interval
-            now = clock.now()
-            if now >= next_tick:  # missed ticks are skipped, keeping the grid
-                next_tick += (math.floor((now - next_tick) / self.interval) + 1) * self.interval
-            if clock.wait(self.stop_event, next_tick - now):
+            if started >= next_tick:  # after a stall, the grid points it covered are skipped, not bunched
+                next_tick += (math.floor((started - next_tick) / self.interval) + 1) * self.interval
+            # a grid point that came due during this tick runs at once: it is late, not missed
+            if clock.wait(self.stop_event, next_tick - clock.now()):
                 break
 
     # --- one tick --------------------------------------------------------------------

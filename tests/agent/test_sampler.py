@@ -355,3 +355,26 @@ def test_state_changes_are_logged_once_not_per_tick(harness: Any, caplog: Any) -
     messages = [r.getMessage() for r in caplog.records]
     assert sum("unresponsive" in m for m in messages) == 1
     assert sum("is back" in m for m in messages) == 1
+
+
+def test_a_grid_point_that_falls_due_during_a_tick_runs_at_once(scripted_gpu: Any, static_host: Any) -> None:
+    clock = ManualClock(0.0)
+    rt = Runtime(Settings(interval_seconds=1.0), scripted_gpu(1, clock), static_host(clock), clock,
+                 renderer=lambda s: None)
+    stamps: list[float] = []
+    second = threading.Event()
+
+    def on_tick(s: Snapshot) -> None:
+        stamps.append(s.timestamp)
+        if len(stamps) == 1:
+            clock.advance(1.0)  # this tick took a whole interval: the next grid point is due now
+        else:
+            second.set()
+
+    rt.tick_listeners.append(on_tick)
+    rt.sampler.start()
+    try:
+        assert second.wait(5), f"the due tick did not run (ticks at {stamps})"
+    finally:
+        rt.stop(timeout=1.0)
+    assert stamps[:2] == [0.0, 1.0]
