@@ -36,6 +36,9 @@ class GpuIdentity:
     compute_capability: str | None = None  # e.g. "9.0"
     mig_mode: bool | None = None
     brand: str | None = None
+    # MIG device UUIDs ("MIG-<uuid>", as NVML and the kubelet name them), in slot order;
+    # empty when MIG is off, unsupported, or no instance is configured
+    mig_devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

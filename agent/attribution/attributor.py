@@ -68,9 +68,11 @@ class Attributor:
         self._cid_containers: dict[str, str] = {}  # container id -> container name, learned
         self._dropped_keys: set[CounterKey] = set()
         self.dropped_total = 0.0
-        # MIG device UUID -> parent GPU index, for kubelet device ids of the form MIG-<uuid>;
-        # set by whoever knows the MIG layout (the NVML backend).
+        # MIG device UUID -> parent GPU index, for kubelet device ids of the form MIG-<uuid>:
+        # what the GPU identities list (GpuIdentity.mig_devices, from the NVML backend) each
+        # tick, plus anything set here by hand (which the identities override).
         self.mig_devices: dict[str, int] = {}
+        self._mig_parents: dict[str, int] = {}
         self._unplaced_logged: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -113,6 +115,10 @@ class Attributor:
         if not self.settings.enabled:
             return {}, {}
         identities = identities or {}
+        self._mig_parents = {
+            **self.mig_devices,
+            **{mig: i for i, ident in identities.items() for mig in ident.mig_devices},
+        }
         uuids = {i: r.uuid for i, r in readings.items()}
         uuids.update({i: ident.uuid for i, ident in identities.items()})
         kube_map = self.kubelet.current()[0] if self.kubelet.enabled else None
@@ -145,7 +151,7 @@ class Attributor:
     def _allocations(self, kube_map: DeviceMap | None, index: int, uuid: str) -> list[Allocation]:
         if kube_map is None:
             return []
-        return kube_map.for_gpu(index, uuid, self.mig_devices)
+        return kube_map.for_gpu(index, uuid, self._mig_parents)
 
     def _attribute_processes(
         self,
@@ -308,7 +314,7 @@ class Attributor:
         return kept
 
     def _log_unplaced(self, kube_map: DeviceMap) -> None:
-        for alloc in kube_map.unplaced_mig(self.mig_devices):
+        for alloc in kube_map.unplaced_mig(self._mig_parents):
             if alloc.device_id not in self._unplaced_logged and len(self._unplaced_logged) < 1000:
                 self._unplaced_logged.add(alloc.device_id)
                 log.warning(

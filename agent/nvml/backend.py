@@ -289,6 +289,7 @@ class NvmlBackend:
         cc = caller.call(dev, "compute_capability", "nvmlDeviceGetCudaComputeCapability", handle)
         mig = caller.call(dev, "mig_mode", "nvmlDeviceGetMigMode", handle)
         brand = caller.call(dev, "brand", "nvmlDeviceGetBrand", handle)
+        mig_mode = bool(mig[0] == C.DEVICE_MIG_ENABLE) if mig is not None else None
         return GpuIdentity(
             index=index,
             uuid=_text(uuid),
@@ -299,9 +300,38 @@ class NvmlBackend:
             driver_version=self._driver_version,
             cuda_driver_version=self._cuda_version,
             compute_capability=f"{cc[0]}.{cc[1]}" if cc is not None else None,
-            mig_mode=bool(mig[0] == C.DEVICE_MIG_ENABLE) if mig is not None else None,
+            mig_mode=mig_mode,
             brand=_BRANDS.get(int(brand), str(brand)) if brand is not None else None,
+            mig_devices=self._mig_devices(caller, dev, handle) if mig_mode else (),
         )
+
+    def _mig_devices(self, caller: Caller, dev: DeviceCalls, handle: Any) -> tuple[str, ...]:
+        """The UUIDs of the MIG devices on a MIG-enabled GPU, in slot order (empty slots skipped).
+
+        The kubelet names MIG devices by these UUIDs; attribution maps them to this GPU.
+        NotSupported or a driver without the functions gives an empty tuple, never an error.
+        """
+        count = caller.call(dev, "mig_count", "nvmlDeviceGetMaxMigDeviceCount", handle)
+        if not count:
+            return ()
+        uuids: list[str] = []
+        for slot in range(int(count)):
+            mig = caller.call(
+                dev,
+                "mig_handle",
+                "nvmlDeviceGetMigDeviceHandleByIndex",
+                handle,
+                slot,
+                quiet=(C.ERROR_NOT_FOUND,),  # an empty slot
+            )
+            if mig is None:
+                if "mig_handle" in dev.unsupported or "nvmlDeviceGetMigDeviceHandleByIndex" in caller.missing:
+                    break
+                continue
+            uuid = caller.call(dev, "mig_uuid", "nvmlDeviceGetUUID", mig)
+            if uuid is not None:
+                uuids.append(_text(uuid))
+        return tuple(uuids)
 
     def _setup_gpm(self, caller: Caller, dev: _Device) -> None:
         if dev.identity.mig_mode:  # MIG instances need nvmlGpmMigSampleGet; not read here

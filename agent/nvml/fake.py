@@ -22,6 +22,9 @@ NVML semantics presented over a model (``agent.sim.device``):
   divided by ``clock.speed``) and then raises ``Timeout``; while it blocks it looks for
   new XIDs every ``EVENT_POLL_S`` (and wakes for the next one a model has scheduled),
   without building snapshots for models that publish their ``xids`` list;
+* MIG: an identity with ``mig_uuids`` reports MIG mode enabled, 7 MIG slots, a handle per
+  occupied slot (``NotFound`` for an empty one) whose ``nvmlDeviceGetUUID`` is the MIG
+  device's UUID; other functions do not accept MIG handles (``InvalidArgument``);
 * what the spec lacks raises ``NotSupported``: GPM without ``spec.has_gpm``, NVLink
   without ``has_nvlink``, remapped rows without ``has_row_remapping``, ECC without ``has_ecc``.
 
@@ -70,6 +73,7 @@ _PCI_DEVICE_IDS = {
 }
 _MIB = float(1 << 20)
 _MIG_CAPABLE = ("A100", "H100", "H200", "B200")
+_MIG_SLOTS = 7  # nvmlDeviceGetMaxMigDeviceCount on a MIG-enabled GPU
 
 # The "driver" writes result arrays straight into their memory, as the C library does
 # (attribute access on pynvml structs costs ~1 µs each); None = layout not as expected.
@@ -134,6 +138,21 @@ class _Device:
         self.slots: dict[int, Activity] = {}
         self.block_until: float | None = None
         self.calls: collections.Counter[str] = collections.Counter()
+        # one handle per occupied MIG slot, made once: NVML hands out the same handle each time
+        self.mig: dict[int, _MigDevice] = {}
+        for slot, uuid in enumerate(getattr(self.identity, "mig_uuids", ())):
+            if uuid:
+                self.mig[slot] = _MigDevice(self, slot, uuid)
+
+
+class _MigDevice:
+    """A MIG device (one slot of a MIG-enabled GPU): its own handle and UUID."""
+
+    def __init__(self, parent: _Device, slot: int, uuid: str) -> None:
+        self.parent = parent
+        self.slot = slot
+        self.uuid = uuid
+        self.handle, self._buf, self.address = _new_pointer(pynvml.c_nvmlDevice_t)
 
 
 class FakeNvml:
@@ -158,6 +177,7 @@ class FakeNvml:
         self._devices = [_Device(i, m) for i, m in enumerate(self.models)]
         self._by_id = {id(d.handle): d for d in self._devices}
         self._by_address = {d.address: d for d in self._devices}
+        self._mig_by_address = {m.address: m for d in self._devices for m in d.mig.values()}
         # clock seconds -> epoch µs, fixed once so that sample timestamps never jitter between calls
         self._epoch_offset = clock.epoch() - clock.now()
         self._created = clock.now()
@@ -386,6 +406,10 @@ class FakeNvml:
         return dev.identity.minor_number or dev.index
 
     def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        mig = self._mig_by_address.get(_address(handle) or 0) if self._mig_by_address else None
+        if mig is not None:  # a MIG device handle: its own "MIG-..." UUID; faults are its parent's
+            self._device(mig.parent.handle, "nvmlDeviceGetUUID")
+            return mig.uuid
         return self._device(handle, "nvmlDeviceGetUUID")[0].identity.uuid
 
     def nvmlDeviceGetName(self, handle: Any) -> str:
@@ -428,9 +452,28 @@ class FakeNvml:
 
     def nvmlDeviceGetMigMode(self, device: Any) -> list[int]:
         dev, _ = self._device(device, "nvmlDeviceGetMigMode")
+        if dev.identity.mig_uuids:
+            return [C.DEVICE_MIG_ENABLE, C.DEVICE_MIG_ENABLE]  # current, pending
         if not dev.spec.key.startswith(_MIG_CAPABLE):
             raise _err(C.ERROR_NOT_SUPPORTED)
         return [0, 0]  # MIG capable, disabled
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: Any) -> int:
+        dev, _ = self._device(device, "nvmlDeviceGetMaxMigDeviceCount")
+        if not dev.identity.mig_uuids:
+            raise _err(C.ERROR_NOT_SUPPORTED)
+        return _MIG_SLOTS
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: Any, index: int) -> Any:
+        dev, _ = self._device(device, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if not dev.identity.mig_uuids:
+            raise _err(C.ERROR_NOT_SUPPORTED)
+        if not 0 <= index < _MIG_SLOTS:
+            raise _err(C.ERROR_INVALID_ARGUMENT)
+        mig = dev.mig.get(index)
+        if mig is None:
+            raise _err(C.ERROR_NOT_FOUND)  # an empty slot
+        return mig.handle
 
     # ----------------------------------------------------------------- memory and activity
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: int | None = None) -> Any:

@@ -5,13 +5,15 @@ physics: a workload that keeps the GPU ``busy`` of the time, with fixed tensor a
 shares. Power is ``idle + activity x (TDP - idle)``, clocks sit near the maximum, the
 temperature near 60 °C under load, energy is the exact integral of the reported power,
 and one process holds most of the memory. Tests flip its fault toggles (``lost``,
-``hang_until``, ``xids``); the physics simulator provides richer models through the
-same protocol. Setting any public attribute bumps ``revision`` so that ``FakeNvml``
-serves the change at once, without waiting for the clock to move.
+``hang_until``, ``xids``) and may give it MIG devices (``mig_uuids=``); the physics
+simulator provides richer models through the same protocol. Setting any public attribute
+bumps ``revision`` so that ``FakeNvml`` serves the change at once, without waiting for the
+clock to move.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import uuid as uuidlib
@@ -60,11 +62,14 @@ class SteadyDevice:
         start: float = 0.0,
         fan_speeds_pct: Sequence[float] = (),
         pid: int | None = None,
+        mig_uuids: Sequence[str] = (),
     ) -> None:
         object.__setattr__(self, "revision", 0)
         self.spec = spec
         self.index = index
-        self.identity = steady_identity(spec, index, seed)
+        identity = steady_identity(spec, index, seed)
+        # MIG devices by slot ("" = an empty slot): the fake NVML then reports MIG mode enabled
+        self.identity = dataclasses.replace(identity, mig_uuids=tuple(mig_uuids)) if mig_uuids else identity
         self.busy = busy
         self.tensor = tensor
         self.dram = dram

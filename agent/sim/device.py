@@ -50,6 +50,8 @@ class SimIdentity:
     vbios_version: str
     compute_capability: tuple[int, int]
     minor_number: int = 0
+    # MIG device UUIDs ("MIG-<uuid>") by MIG slot; "" marks an empty slot. Non-empty: MIG mode enabled.
+    mig_uuids: tuple[str, ...] = ()
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ from agent.attribution.settings import AttributionSettings
 from agent.clock import ManualClock
 from agent.host.backend import HostBackend
 from agent.model import GpuIdentity, GpuProcess, GpuReading, HostReading
+from agent.nvml.backend import NvmlBackend
+from agent.nvml.fake import FakeNvml
+from agent.nvml.steady import SteadyDevice
 from agent.snapshot import CollectorStatus, Snapshot
+from agent.specs import SPECS
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "attribution"
 UUIDS = [f"GPU-{i}0000000-aaaa-4bbb-8ccc-{i:012d}" for i in range(6)]
@@ -327,3 +332,83 @@ def test_a_container_on_a_gpu_allocated_to_another_pod_is_not_given_that_pod(
     assert info["1001"]["pod"] == "train-llama-0"
     assert info["1201"]["pod"] == "5b4a3928-1706-4f5e-8d3c-2b1a09f8e7d6"  # its pod UID, not the trainer's pod
     assert owners[0]["pod"] == "train-llama-0"
+
+
+# MIG devices named by the kubelet as MIG-<uuid>: their parent GPU comes from the NVML backend's
+# identities (GpuIdentity.mig_devices), read here through FakeNvml, not set by hand.
+MIG_OTHER = "MIG-0a0b0c0d-1e1f-4a2b-8c3d-4e5f6a7b8c9d"  # on no GPU of this node
+
+
+def nvml_identities(mig_uuids: tuple[str, ...]) -> dict[int, GpuIdentity]:
+    """Three H100s through the real NvmlBackend over FakeNvml; GPU 2 is MIG-enabled with ``mig_uuids``."""
+    clock = ManualClock(0.0)
+    models = [SteadyDevice(SPECS["H100-SXM"], i, mig_uuids=mig_uuids if i == 2 else ()) for i in range(3)]
+    backend = NvmlBackend(FakeNvml(models, clock), clock)
+    assert backend.start()
+    try:
+        return {ident.index: ident for ident in backend.identities()}
+    finally:
+        backend.close()
+
+
+def mig_snapshot(identities: dict[int, GpuIdentity]) -> Snapshot:
+    return Snapshot(
+        timestamp=1.0, epoch=1.0, interval_seconds=1.0, nvml_up=True, nvml_message="", identities=identities
+    )
+
+
+def test_a_mig_device_from_the_kubelet_is_placed_on_its_parent_gpu(
+    kubelet: FakeKubelet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kubelet.pods = [
+        pod("embed-0", "ml", {"embedder": [("nvidia.com/mig-1g.10gb", [MIG_EMBED])]}),
+        pod("elsewhere", "ml", {"c": [("nvidia.com/mig-1g.10gb", [MIG_OTHER])]}),
+    ]
+    att = attributor(tmp_path, "k8s-v2", kubelet.socket_path)
+    assert att.mig_devices == {}  # nothing set by hand: the identities say where MIG_EMBED is
+    assert att.kubelet.refresh()
+    identities = nvml_identities((MIG_EMBED.lower(), "", "MIG-99999999-8888-4777-8666-555555555555"))
+    assert identities[2].mig_devices[0] == MIG_EMBED.lower()  # case differs from the kubelet's: still matched
+    snap = mig_snapshot(identities)
+    with caplog.at_level("WARNING", logger="agent.attribution.attributor"):
+        owners = att.provide(snap)
+    assert owners[2]["attributed"] is True and owners[2]["pod"] == "embed-0"
+    (owner,) = items(owners[2], "owners")
+    assert (owner["pod"], owner["namespace"], owner["container"], owner["source"]) == (
+        "embed-0",
+        "ml",
+        "embedder",
+        "kubelet",
+    )
+    assert owner["devices"] == [
+        {"device_id": MIG_EMBED, "resource": "nvidia.com/mig-1g.10gb", "mig": MIG_EMBED}
+    ]
+    alloc = series(snap.node_gauges, ALLOCATION_INFO)
+    assert {
+        "gpu": "2",
+        "uuid": identities[2].uuid,
+        "pod": "embed-0",
+        "namespace": "ml",
+        "container": "embedder",
+    } in alloc
+    assert [s for s in alloc if s["gpu"] in ("0", "1")] == [
+        {"gpu": "0", "uuid": identities[0].uuid},
+        {"gpu": "1", "uuid": identities[1].uuid},
+    ]  # whole GPUs without MIG: unattributed
+    assert not any(s.get("pod") == "elsewhere" for s in alloc)  # its MIG device is on no GPU here
+    unplaced = [r.getMessage() for r in caplog.records if "no GPU here reports it" in r.getMessage()]
+    assert len(unplaced) == 1 and MIG_OTHER in unplaced[0]
+
+
+def test_without_the_identities_mig_devices_the_mig_pod_is_not_placed(
+    kubelet: FakeKubelet, tmp_path: Path
+) -> None:
+    kubelet.pods = [pod("embed-0", "ml", {"embedder": [("nvidia.com/mig-1g.10gb", [MIG_EMBED])]})]
+    att = attributor(tmp_path, "k8s-v2", kubelet.socket_path)
+    assert att.kubelet.refresh()
+    identities = nvml_identities((MIG_EMBED,))
+    bare = {i: dataclasses.replace(ident, mig_devices=()) for i, ident in identities.items()}
+    owners = att.provide(mig_snapshot(bare))
+    assert all(o["attributed"] is False for o in owners.values())
+    # and the MIG layout follows the identities: with them back, the pod is placed
+    assert att.provide(mig_snapshot(identities))[2]["pod"] == "embed-0"

@@ -523,3 +523,57 @@ def test_close_frees_gpm_samples_and_the_event_set_and_shuts_down(rig: Rig) -> N
     assert rig.backend.available is False
     rig.backend.close()  # idempotent
     assert rig.fake.system_calls["nvmlShutdown"] == 1
+
+
+# ---------------------------------------------------------------- MIG
+MIG_A = "MIG-11111111-2222-4333-8444-555555555555"
+MIG_B = "MIG-66666666-7777-4888-8999-aaaaaaaaaaaa"
+
+
+def _mig_backend(*, remove: str | None = None) -> tuple[NvmlBackend, FakeNvml]:
+    clock = ManualClock(T0)
+    models = [
+        SteadyDevice(SPECS["H100-SXM"], 0),
+        SteadyDevice(SPECS["H100-SXM"], 1, mig_uuids=(MIG_A, "", MIG_B)),  # slot 1 empty
+    ]
+    fake = FakeNvml(models, clock)
+    if remove is not None:
+        fake.remove_function(remove)
+    backend = NvmlBackend(fake, clock)
+    assert backend.start()
+    return backend, fake
+
+
+def test_identity_lists_the_mig_devices_of_a_mig_enabled_gpu() -> None:
+    backend, fake = _mig_backend()
+    plain, mig = backend.identities()
+    assert (plain.mig_mode, plain.mig_devices) == (False, ())
+    assert mig.mig_mode is True and mig.mig_devices == (MIG_A, MIG_B)
+    assert mig.uuid == fake.models[1].identity.uuid  # the GPU's own UUID is not a MIG one
+    # enumerated once, at start: every slot asked, reads do not ask again
+    assert fake.calls[1]["nvmlDeviceGetMigDeviceHandleByIndex"] == 7
+    assert fake.calls[0]["nvmlDeviceGetMigDeviceHandleByIndex"] == 0  # MIG off: not enumerated
+    backend.read(1, processes=False)
+    assert fake.calls[1]["nvmlDeviceGetMigDeviceHandleByIndex"] == 7
+    backend.close()
+
+
+@pytest.mark.parametrize("missing", ["nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex"])
+def test_a_driver_without_mig_enumeration_gives_no_mig_devices(missing: str) -> None:
+    backend, fake = _mig_backend(remove=missing)
+    mig = backend.identities()[1]
+    assert mig.mig_mode is True and mig.mig_devices == ()
+    assert fake.calls[1]["nvmlDeviceGetMigDeviceHandleByIndex"] <= 1  # gives up at once
+    assert backend.read(1, processes=False).status is DeviceStatus.OK
+    backend.close()
+
+
+def test_mig_count_not_supported_gives_no_mig_devices() -> None:
+    clock = ManualClock(T0)
+    fake = FakeNvml([SteadyDevice(SPECS["H100-SXM"], 0, mig_uuids=(MIG_A,))], clock)
+    fake.fail(0, "nvmlDeviceGetMaxMigDeviceCount", C.ERROR_NOT_SUPPORTED)
+    backend = NvmlBackend(fake, clock)
+    assert backend.start()
+    (ident,) = backend.identities()
+    assert ident.mig_mode is True and ident.mig_devices == ()
+    backend.close()

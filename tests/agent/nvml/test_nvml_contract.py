@@ -22,6 +22,7 @@ from agent.nvml.steady import SteadyDevice
 from agent.specs import SPECS
 
 INSUFFICIENT_SIZE = 7
+MIG_UUID = "MIG-11111111-2222-4333-8444-555555555555"
 
 
 def _sizing_one(count_arg: int, buffer_arg: int, first_ret: int) -> Callable[..., int]:
@@ -116,6 +117,8 @@ CALLS: dict[str, Callable[[Side], tuple[Any, ...]]] = {
     "nvmlDeviceGetPciInfo_v3": H,
     "nvmlDeviceGetCudaComputeCapability": H,
     "nvmlDeviceGetMigMode": H,
+    "nvmlDeviceGetMaxMigDeviceCount": H,
+    "nvmlDeviceGetMigDeviceHandleByIndex": lambda s: (s.handle, 0),
     "nvmlDeviceGetMemoryInfo": lambda s: (s.handle, C.MEMORY_V2_VERSION),
     "nvmlDeviceGetUtilizationRates": H,
     "nvmlDeviceGetSamples": lambda s: (s.handle, C.SAMPLING_GPU_UTILIZATION, 0),
@@ -170,6 +173,10 @@ NOT_SUPPORTED_ON_H100_SXM = {
 }
 
 
+# Answered only by a MIG-enabled GPU: compared against a fake whose GPU has MIG devices.
+NEEDS_MIG = {"nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex"}
+
+
 def fake_functions() -> list[str]:
     return sorted(n for n, v in vars(FakeNvml).items() if n.startswith("nvml") and callable(v))
 
@@ -208,6 +215,11 @@ def _shape(value: Any) -> Any:
 
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_fake_returns_what_pynvml_returns(name: str, real: Any, fake: FakeNvml) -> None:
+    if name in NEEDS_MIG:
+        with pytest.raises(pynvml.NVMLError_NotSupported):  # the fixture's GPU has MIG off
+            getattr(fake, name)(*CALLS[name](Side(fake)))
+        fake = FakeNvml([SteadyDevice(SPECS["H100-SXM"], 0, mig_uuids=(MIG_UUID,))], ManualClock(100.0))
+        fake.nvmlInit()
     real_side, fake_side = Side(real), Side(fake)
     expected = getattr(real, name)(*CALLS[name](real_side))
     if name in NOT_SUPPORTED_ON_H100_SXM:

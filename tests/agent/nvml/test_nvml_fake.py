@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import threading
 import time
@@ -327,3 +328,40 @@ def test_snapshot_is_shared_within_an_instant_but_follows_model_changes() -> Non
     clock.advance(1.0)
     nvml.nvmlDeviceGetPowerUsage(h)
     assert calls == base + 2
+
+
+# ---------------------------------------------------------------- MIG
+MIG_A = "MIG-11111111-2222-4333-8444-555555555555"
+MIG_B = "MIG-66666666-7777-4888-8999-aaaaaaaaaaaa"
+
+
+def test_mig_devices_have_their_own_handles_and_uuids() -> None:
+    clock = ManualClock(T0)
+    mig = SteadyDevice(SPECS["H100-SXM"], 0, mig_uuids=(MIG_A, "", MIG_B))  # slot 1 empty
+    nvml = FakeNvml([mig, SteadyDevice(SPECS["H100-SXM"], 1)], clock)
+    nvml.nvmlInit()
+    h0, h1 = nvml.nvmlDeviceGetHandleByIndex(0), nvml.nvmlDeviceGetHandleByIndex(1)
+    assert nvml.nvmlDeviceGetMigMode(h0) == [C.DEVICE_MIG_ENABLE, C.DEVICE_MIG_ENABLE]
+    assert nvml.nvmlDeviceGetMaxMigDeviceCount(h0) == 7
+    m0, m2 = nvml.nvmlDeviceGetMigDeviceHandleByIndex(h0, 0), nvml.nvmlDeviceGetMigDeviceHandleByIndex(h0, 2)
+    assert isinstance(m0, pynvml.c_nvmlDevice_t)
+    assert (nvml.nvmlDeviceGetUUID(m0), nvml.nvmlDeviceGetUUID(m2)) == (MIG_A, MIG_B)
+    assert nvml.nvmlDeviceGetUUID(h0) == mig.identity.uuid  # the parent keeps its GPU- UUID
+    # the same slot gives the same handle (as the driver's), seen through a copy of the pointer too
+    again = nvml.nvmlDeviceGetMigDeviceHandleByIndex(h0, 0)
+    assert nvml.nvmlDeviceGetUUID(ctypes.cast(again, pynvml.c_nvmlDevice_t)) == MIG_A
+    for slot in (1, 3, 6):  # empty slots, and slots past the configured ones
+        with pytest.raises(pynvml.NVMLError_NotFound):
+            nvml.nvmlDeviceGetMigDeviceHandleByIndex(h0, slot)
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        nvml.nvmlDeviceGetMigDeviceHandleByIndex(h0, 7)
+    # a GPU without MIG devices: capable, disabled, no slots
+    assert nvml.nvmlDeviceGetMigMode(h1) == [0, 0]
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        nvml.nvmlDeviceGetMaxMigDeviceCount(h1)
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        nvml.nvmlDeviceGetMigDeviceHandleByIndex(h1, 0)
+    # a MIG handle answers for its parent's faults
+    mig.lost = True
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):
+        nvml.nvmlDeviceGetUUID(m0)
