@@ -52,6 +52,31 @@ class AttributedProcess:
     slurm_partition: str | None
 
 
+class SeriesCap:
+    """At most ``limit`` attribution series per node, in a fixed order; each dropped one counted once.
+
+    The order under the cap: allocations, then the GPU processes NVML named, then their
+    descendants, so the series that say whose GPU it is are the last to go.
+    """
+
+    def __init__(self) -> None:
+        self.dropped_total = 0.0
+        self._dropped: set[CounterKey] = set()
+
+    def apply(
+        self, limit: int, alloc_series: list[Labels], attributed: dict[int, AttributedProcess]
+    ) -> tuple[dict[CounterKey, float], int, int]:
+        """(the series kept, how many were newly dropped, how many are dropped in all)."""
+        candidates: list[CounterKey] = [(ALLOCATION_INFO, labels) for labels in alloc_series]
+        order = sorted(attributed, key=lambda pid: (attributed[pid].proc.ppid in attributed, pid))
+        candidates += [(PROCESS_INFO, process_labels(attributed[pid])) for pid in order]
+        dropped = set(candidates[limit:])
+        new = len(dropped - self._dropped)
+        self.dropped_total += new
+        self._dropped = dropped
+        return dict.fromkeys(candidates[:limit], 1.0), new, len(dropped)
+
+
 class Attributor:
     def __init__(
         self,
@@ -66,8 +91,7 @@ class Attributor:
         self._owners = ProcessOwners(procfs, read_environ=settings.slurm_environ)
         self._uid_pods: dict[str, tuple[str, str]] = {}  # pod UID -> (pod, namespace), learned
         self._cid_containers: dict[str, str] = {}  # container id -> container name, learned
-        self._dropped_keys: set[CounterKey] = set()
-        self.dropped_total = 0.0
+        self.series_cap = SeriesCap()
         # MIG device UUID -> parent GPU index, for kubelet device ids of the form MIG-<uuid>:
         # what the GPU identities list (GpuIdentity.mig_devices, from the NVML backend) each
         # tick, plus anything set here by hand (which the identities override).
@@ -292,25 +316,17 @@ class Attributor:
         ]
         return entry, series or [base]  # an unattributed GPU keeps a series, without owner labels
 
+    @property
+    def dropped_total(self) -> float:
+        return self.series_cap.dropped_total
+
     def _cap(
         self, alloc_series: list[Labels], attributed: dict[int, AttributedProcess]
     ) -> dict[CounterKey, float]:
-        candidates: list[CounterKey] = [(ALLOCATION_INFO, labels) for labels in alloc_series]
-        # GPU processes before their descendants: under the cap, the ones NVML named are kept
-        order = sorted(attributed, key=lambda pid: (attributed[pid].proc.ppid in attributed, pid))
-        for pid in order:
-            candidates.append((PROCESS_INFO, process_labels(attributed[pid])))
-        kept = dict.fromkeys(candidates[: self.settings.max_series], 1.0)
-        dropped = set(candidates[self.settings.max_series :])
-        new = dropped - self._dropped_keys
+        kept, new, dropped = self.series_cap.apply(self.settings.max_series, alloc_series, attributed)
         if new:
-            self.dropped_total += len(new)
-            log.warning(
-                "attribution: %d series over the cap of %d were not exported",
-                len(dropped),
-                self.settings.max_series,
-            )
-        self._dropped_keys = dropped
+            limit = self.settings.max_series
+            log.warning("attribution: %d series over the cap of %d were not exported", dropped, limit)
         return kept
 
     def _log_unplaced(self, kube_map: DeviceMap) -> None:

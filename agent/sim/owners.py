@@ -34,8 +34,8 @@ from agent.attribution.attributor import (
     PROCESS_INFO,
     AttributedProcess,
     Attributor,
+    SeriesCap,
     descendants_of,
-    process_labels,
 )
 from agent.attribution.kubelet import Allocation, DeviceRef, PodContainer
 from agent.model import GpuIdentity, GpuReading, HostReading, ProcessStats
@@ -56,8 +56,7 @@ class SimOwners:
         # (pod UID, container id) per Kubernetes owner, worked out once
         self._pod_ids = {o: _pod_ids(self.seed, o) for o in self.owners_by_gpu.values() if o.kubernetes}
         self.max_series = max_series
-        self.dropped_total = 0.0
-        self._dropped_keys: set[CounterKey] = set()
+        self.series_cap = SeriesCap()  # the same cap and dropped-series count as the Attributor
 
     # -- the runtime's owners_provider ---------------------------------------------------
 
@@ -135,17 +134,14 @@ class SimOwners:
             proc, None, None, None, None, None, None, owner.slurm_job, owner.user, owner.partition
         )
 
+    @property
+    def dropped_total(self) -> float:
+        return self.series_cap.dropped_total
+
     def _cap(
         self, alloc_series: list[Labels], attributed: dict[int, AttributedProcess]
     ) -> dict[CounterKey, float]:
-        # The Attributor's order under the cap: allocations, then GPU processes, then their descendants.
-        candidates: list[CounterKey] = [(ALLOCATION_INFO, labels) for labels in alloc_series]
-        order = sorted(attributed, key=lambda pid: (attributed[pid].proc.ppid in attributed, pid))
-        candidates += [(PROCESS_INFO, process_labels(attributed[pid])) for pid in order]
-        dropped = set(candidates[self.max_series :])
-        self.dropped_total += len(dropped - self._dropped_keys)  # each series counted once
-        self._dropped_keys = dropped
-        return dict.fromkeys(candidates[: self.max_series], 1.0)
+        return self.series_cap.apply(self.max_series, alloc_series, attributed)[0]
 
 
 def _pod_ids(seed: int, owner: OwnerSpec) -> tuple[str, str]:
