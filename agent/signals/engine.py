@@ -50,6 +50,7 @@ class SignalEngine:
         self.settings = settings
         self.specs = specs
         self._specs: dict[int, GpuSpec] = {}
+        self._peaks: dict[int, dict[CounterKey, float]] = {}  # static per GPU: built once, not per tick
         self._names: dict[int, str] = {}
         self._warned: set[str] = set()
         self._gpus: dict[int, _GpuState] = {}
@@ -69,8 +70,10 @@ class SignalEngine:
         spec = self.specs.for_device(identity.name)
         if spec is not None:
             self._specs[index] = spec
+            self._peaks[index] = mfu.peak_gauges(spec)
             return
         self._specs.pop(index, None)
+        self._peaks.pop(index, None)
         if identity.name not in self._warned:
             self._warned.add(identity.name)
             key = identity.name.replace(" ", "-")
@@ -177,10 +180,7 @@ class SignalEngine:
 
     # --- gauges ----------------------------------------------------------------------
     def gauges(self, index: int, reading: GpuReading) -> dict[CounterKey, float]:
-        out: dict[CounterKey, float] = {}
-        spec = self._specs.get(index)
-        if spec is not None:
-            out.update(mfu.peak_gauges(spec))
+        out = dict(self._peaks.get(index, {}))
         if reading.status is DeviceStatus.OK:
             thermal = throttling.thermal_headroom(reading)
             if thermal is not None:
