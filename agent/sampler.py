@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -121,7 +122,9 @@ class Sampler:
         self._process_interval = runtime.settings.process_interval_seconds
         self.stop_event = threading.Event()
         self.gpu_ready = threading.Event()  # set once NVML is up (the XID thread waits for it)
-        self._cond = threading.Condition()
+        # Workers post themselves here when a call finishes; only the sampler thread reads it
+        # and only the sampler thread touches _pending. None wakes a collect for shutdown.
+        self._done: queue.SimpleQueue[DeviceWorker | None] = queue.SimpleQueue()
         self._pending: set[DeviceWorker] = set()
         self._nvml_worker = DeviceWorker("gpulse-nvml-init", self._clock, self._on_done)
         self._host_worker = DeviceWorker("gpulse-host", self._clock, self._on_done)
@@ -150,8 +153,7 @@ class Sampler:
 
     def request_stop(self) -> None:
         self.stop_event.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._done.put(None)
 
     def join(self, timeout: float) -> bool:
         if self._thread is not None:
@@ -187,8 +189,7 @@ class Sampler:
         rt = self._rt
         clock = self._clock
         now = clock.now()
-        with self._cond:
-            self._pending.clear()
+        self._pending.clear()
         self._submit_nvml(now)
         host_late = self._host_worker.take()
         if host_late is not None:
@@ -419,24 +420,27 @@ class Sampler:
     # --- collection -------------------------------------------------------------------
 
     def _add_pending(self, worker: DeviceWorker) -> None:
-        with self._cond:
-            self._pending.add(worker)
+        self._pending.add(worker)
 
-    def _on_done(self, worker: DeviceWorker) -> None:
-        with self._cond:
-            if worker in self._pending:
-                self._pending.discard(worker)
-                if not self._pending:
-                    self._cond.notify_all()
+    def _on_done(self, worker: DeviceWorker) -> None:  # on the worker's thread
+        self._done.put(worker)
 
     def _collect(self, deadline: float) -> None:
         """Wait until every call handed out this tick has answered, or until ``deadline`` (monotonic)."""
-        with self._cond:
-            while self._pending and not self.stop_event.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+        pending = self._pending
+        while pending and not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                worker = self._done.get(timeout=remaining)
+            except queue.Empty:
+                break
+            # A notice can be stale: a call that answered after an earlier tick's deadline posts
+            # one too, possibly after this tick handed the worker its next call. Only a worker
+            # with no call running has answered this tick's.
+            if worker is not None and not worker.outstanding:
+                pending.discard(worker)
 
     # --- snapshot ---------------------------------------------------------------------
 

@@ -378,3 +378,34 @@ def test_a_grid_point_that_falls_due_during_a_tick_runs_at_once(scripted_gpu: An
     finally:
         rt.stop(timeout=1.0)
     assert stamps[:2] == [0.0, 1.0]
+
+
+def test_a_late_answers_notice_does_not_end_the_next_ticks_wait_early(
+    scripted_gpu: Any, static_host: Any
+) -> None:
+    clock = ManualClock(0.0)
+    gpu = scripted_gpu(2, clock)
+    rt = Runtime(Settings(interval_seconds=1.0), gpu, static_host(clock), clock, renderer=lambda s: None)
+    try:
+        for _ in range(2):
+            rt.sampler.tick()
+            clock.advance(1.0)
+        gpu.block(0)
+        rt.sampler.tick()  # GPU 0's call misses this tick's deadline
+        clock.advance(1.0)
+        gpu.unblock(0)  # ...and answers late: its "done" notice waits for the next tick
+        deadline = time.monotonic() + 5
+        while gpu.reads[0] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(0.05)  # the worker has posted its notice
+        gpu.block(0)  # the next call takes a while, well within the tick's 0.5 s deadline
+        timer = threading.Timer(0.1, gpu.unblock, args=(0,))
+        timer.start()
+        rt.sampler.tick()
+        # the tick waited for this tick's call, not just for the stale notice of the last one
+        assert gpu.reads[0] == 4
+        timer.join()
+    finally:
+        gpu.unblock()
+        rt.stop(timeout=1.0)
