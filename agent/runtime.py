@@ -195,6 +195,9 @@ class Runtime:
             self._xid_thread.join(max(0.0, deadline - time.monotonic()) * 0.7)
         # nvmlShutdown may block like any call on a wedged driver: time-box it too.
         closers.append(_closer(self.gpu.close, "NVML"))
+        host_close = getattr(self.host, "close", None)  # the host backend keeps /proc files open
+        if callable(host_close):
+            closers.append(_closer(host_close, "host"))
         for name, thread in closers:
             thread.join(max(0.05, deadline - time.monotonic()))
             if thread.is_alive():

@@ -7,6 +7,10 @@ Tracked processes have their ``stat`` read on every call anyway, which refreshes
 
 What does not change while a process lives (command line, uid, NSpid, cgroup) is cached per
 ``(pid, start time)``, so a reused pid never inherits another process's identity.
+
+On a live procfs the files read every second (``stat``, ``io``, ``task/<tid>/stat``) are kept
+open between reads (see ``OpenFiles``), and a process's ``task`` directory is listed again
+only when its thread count or one of its known threads says the set of threads changed.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import logging
 import os
 import pwd
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.host.cgroups import CgroupReader, process_cgroup_path
+from agent.host.openfiles import OpenFiles, default_fd_budget, is_kernel_fs
 from agent.host.pidns import PidResolver
 from agent.host.procfs import (
     CLK_TCK,
@@ -57,33 +63,52 @@ class _ThreadState:
 
 
 class ProcessTable:
-    """pid -> ppid for every process on the host."""
+    """pid -> ppid for every process on the host.
+
+    ``version`` changes whenever the map does, so that what is derived from it (the process
+    trees under the GPU pids) can be kept until it changes.
+    """
 
     def __init__(self, procfs: str, full_rescan_every: int = 60) -> None:
         self.procfs = procfs
         self.full_rescan_every = max(1, full_rescan_every)
+        self.version = 0
         self._ppid: dict[int, int] = {}
         self._reads = 0
+        self._listing: list[str] = []
+        self._all_read = False  # every pid in _listing is in _ppid
 
     def refresh(self) -> dict[int, int]:
-        pids = {int(name) for name in os.listdir(self.procfs) if name.isdigit()}
-        if self._reads % self.full_rescan_every == 0:
-            self._ppid = {}
+        listing = os.listdir(self.procfs)
+        rescan = self._reads % self.full_rescan_every == 0
         self._reads += 1
-        for pid in list(self._ppid):
-            if pid not in pids:
-                del self._ppid[pid]
-        for pid in pids:
-            if pid in self._ppid:
-                continue
-            try:
-                self._ppid[pid] = parse_ppid(read_text(f"{self.procfs}/{pid}/stat"))
-            except (*_GONE, ValueError, IndexError):
-                continue
-        return self._ppid
+        if not rescan and self._all_read and listing == self._listing:
+            # No pid came or went, and known pids are not read again anyway (but by update()
+            # or a full rescan): the map stands as it is.
+            return self._ppid
+        self._listing = listing
+        self.version += 1
+        pids = {int(name) for name in listing if name.isdigit()}
+        if rescan:
+            self._ppid = {}
+        known = self._ppid
+        for pid in known.keys() - pids:
+            del known[pid]
+        if len(known) < len(pids):  # some pids are new (or could not be read last time)
+            for pid in pids:
+                if pid in known:
+                    continue
+                try:
+                    known[pid] = parse_ppid(read_text(f"{self.procfs}/{pid}/stat"))
+                except (*_GONE, ValueError, IndexError):
+                    continue
+        self._all_read = len(known) == len(pids)
+        return known
 
     def update(self, pid: int, ppid: int) -> None:
-        self._ppid[pid] = ppid
+        if self._ppid.get(pid) != ppid:
+            self._ppid[pid] = ppid
+            self.version += 1
 
 
 def descendants(
@@ -114,16 +139,26 @@ def descendants(
 
 
 class ProcessReader:
-    def __init__(self, procfs: str, cgroups: CgroupReader, max_processes: int = 512) -> None:
+    def __init__(
+        self,
+        procfs: str,
+        cgroups: CgroupReader,
+        max_processes: int = 512,
+        files: OpenFiles | None = None,
+    ) -> None:
         self.procfs = procfs
         self.cgroups = cgroups
         self.max_processes = max_processes
+        # Groups: the pid (closed when the process is no longer tracked); host-wide files use None.
+        self.files = files if files is not None else OpenFiles(is_kernel_fs(procfs), default_fd_budget(4))
         self.table = ProcessTable(procfs)
         self.resolver = PidResolver(procfs)
         self._identities: dict[tuple[int, int], _Identity] = {}
         self._threads: dict[int, _ThreadState] = {}
         self._users: dict[int, str] = {}
         self._cap_logged = False
+        self._tracked: dict[int, tuple[int, ...]] = {}
+        self._tracked_key: tuple[int, int, tuple[tuple[int, tuple[int, ...]], ...]] | None = None
 
     def read(self, gpu_pids: dict[int, tuple[int, ...]], boot_time: float | None) -> dict[int, ProcessStats]:
         ppids = self.table.refresh()
@@ -134,14 +169,18 @@ class ProcessReader:
             host = resolved.get(pid)
             if host is not None:
                 roots[host] = tuple(sorted({*roots.get(host, ()), *indices}))
-        tracked = descendants(roots, ppids, self.max_processes)
+        key = (self.table.version, self.max_processes, tuple(roots.items()))
+        if key != self._tracked_key:  # the trees change only with the roots or the ppid map
+            self._tracked = descendants(roots, ppids, self.max_processes)
+            self._tracked_key = key
+        tracked = self._tracked
         if len(tracked) >= self.max_processes and not self._cap_logged:
             log.warning(
                 "host: tracking at most %d GPU processes and descendants; the rest are left out",
                 self.max_processes,
             )
             self._cap_logged = True
-        delayacct = self._delayacct_enabled()
+        delayacct = self._delayacct_enabled() if tracked else True
         out: dict[int, ProcessStats] = {}
         for pid, indices in tracked.items():
             try:
@@ -159,11 +198,11 @@ class ProcessReader:
         self, pid: int, indices: tuple[int, ...], boot_time: float | None, delayacct: bool
     ) -> ProcessStats:
         base = f"{self.procfs}/{pid}"  # plain formatting: this runs for every tracked thread each second
-        stat = parse_stat(read_text(f"{base}/stat"))
+        stat = parse_stat(self.files.read_text(f"{base}/stat", pid))
         self.table.update(pid, stat.ppid)
         ident = self._identity(base, stat)
         total, running, blocked, busiest = self._threads_of(base, stat)
-        io_read, io_write = _read_io(base)
+        io_read, io_write = self._read_io(base, pid)
         cgroup_path = ident.cgroup_path
         cpu = self.cgroups.cpu(cgroup_path) if cgroup_path is not None else None
         return ProcessStats(
@@ -232,54 +271,87 @@ class ProcessReader:
         cumulative per-thread times would stay stuck on a thread that was busy at start-up
         and miss a loader thread pinned at one core now.
         """
+        pid = stat.pid
         task = f"{base}/task"
-        try:
-            tids = os.listdir(task)
-        except OSError:  # not permitted (or just ended): keep the count from stat, without states
-            return stat.num_threads, 0, 0, None
-        ticks: dict[int, int] = {}
-        running = blocked = 0
-        for name in tids:
+        last = self._threads.get(pid)
+        prev = last if last is not None and last.starttime == stat.starttime_ticks else None
+        threads = None
+        if prev is not None and self.files.hold and stat.num_threads == len(prev.ticks):
+            # The kernel's thread count (read just before) matches the threads known from the
+            # last read, and each is still there: then none ended and none started, so the
+            # listing would be the same. (A fixture tree need not keep the two in step.)
+            threads = self._read_threads(pid, task, prev.ticks, complete=True)
+        if threads is None:
             try:
-                text = read_text(f"{task}/{name}/stat")
-            except OSError:
-                continue  # the thread ended
-            close = text.rindex(")")
-            rest = text[close + 2 :].split(maxsplit=14)
-            state = rest[0]
-            if state == "R":
-                running += 1
-            elif state == "D":
-                blocked += 1
-            ticks[int(name)] = int(rest[11]) + int(rest[12])
+                names = os.listdir(task)
+            except OSError:  # not permitted (or just ended): keep the count from stat, without states
+                return stat.num_threads, 0, 0, None
+            listed = self._read_threads(pid, task, names, complete=False)
+            assert listed is not None  # only a complete read gives up
+            if last is not None:
+                for tid in last.ticks.keys() - listed[0].keys():
+                    self.files.release(f"{task}/{tid}/stat")  # the thread ended
+            threads = listed
+        ticks, running, blocked = threads
         if not ticks:
             return stat.num_threads, 0, 0, None
-        prev = self._threads.get(stat.pid)
-        if prev is None or prev.starttime != stat.starttime_ticks:
+        if prev is None:
             busiest = max(ticks.values()) / CLK_TCK
         else:
             delta = max(max(t - prev.ticks.get(tid, 0), 0) for tid, t in ticks.items())
             busiest = prev.busiest_seconds + delta / CLK_TCK
-        self._threads[stat.pid] = _ThreadState(stat.starttime_ticks, ticks, busiest)
+        self._threads[pid] = _ThreadState(stat.starttime_ticks, ticks, busiest)
         return len(ticks), running, blocked, busiest
+
+    def _read_threads(
+        self, pid: int, task: str, tids: Iterable[int | str], complete: bool
+    ) -> tuple[dict[int, int], int, int] | None:
+        """tid -> utime + stime ticks, and how many run and wait on I/O.
+
+        A thread that has ended is skipped, or, with ``complete``, makes the answer None.
+        """
+        ticks: dict[int, int] = {}
+        running = blocked = 0
+        read = self.files.read
+        for tid in tids:
+            try:
+                raw = read(f"{task}/{tid}/stat", pid)
+            except OSError:
+                if complete:
+                    return None
+                continue  # the thread ended
+            # Bytes, not text: comm may hold anything, but the fields after its ")" are ASCII.
+            rest = raw[raw.rindex(b")") + 2 :].split(maxsplit=14)
+            state = rest[0]
+            if state == b"R":
+                running += 1
+            elif state == b"D":
+                blocked += 1
+            ticks[int(tid)] = int(rest[11]) + int(rest[12])
+        return ticks, running, blocked
 
     def _delayacct_enabled(self) -> bool:
         # Since Linux 5.14 delay accounting is off unless kernel.task_delayacct=1; then field
         # 42 stays 0, which would read as "no I/O delay" rather than "not measured".
         try:
-            return read_text(os.path.join(self.procfs, "sys", "kernel", "task_delayacct")).strip() != "0"
+            return self.files.read_text(f"{self.procfs}/sys/kernel/task_delayacct").strip() != "0"
         except OSError:
             return True  # older kernels have no switch and account by default
+
+    def _read_io(self, base: str, pid: int) -> tuple[int | None, int | None]:
+        try:
+            return parse_proc_io(self.files.read_text(f"{base}/io", pid))
+        except (OSError, ValueError):  # needs ptrace access: unreadable for other users' processes
+            return None, None
 
     def _forget(self, live_pids: set[int]) -> None:
         for pid in [p for p in self._threads if p not in live_pids]:
             del self._threads[pid]
         for key in [k for k in self._identities if k[0] not in live_pids]:
             del self._identities[key]
+        for group in self.files.groups():
+            if isinstance(group, int) and group not in live_pids:
+                self.files.release_group(group)  # no longer tracked: close its files
 
-
-def _read_io(base: str) -> tuple[int | None, int | None]:
-    try:
-        return parse_proc_io(read_text(f"{base}/io"))
-    except (OSError, ValueError):  # /proc/<pid>/io needs ptrace access: unreadable for other users' processes
-        return None, None
+    def close(self) -> None:
+        self.files.close()

@@ -12,7 +12,9 @@ microseconds become seconds, pages and kB become bytes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # USER_HZ and the page size are the kernel's ABI constants for this machine (100 and
 # 4096 on every mainstream architecture); read once.
@@ -50,8 +52,9 @@ def read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8", errors="replace")
 
 
-@dataclass(frozen=True)
-class ProcStat:
+# ProcStat and DiskStats are NamedTuples rather than frozen dataclasses: several are built
+# every second, and a frozen dataclass costs several times as much to construct.
+class ProcStat(NamedTuple):
     """The fields of ``/proc/<pid>/stat`` (or ``task/<tid>/stat``) that the agent uses."""
 
     pid: int
@@ -130,9 +133,13 @@ def parse_proc_io(text: str) -> tuple[int | None, int | None]:
 
     Not ``rchar``/``wchar``, which also count page-cache hits and sockets.
     """
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    read = fields.get("read_bytes")
-    write = fields.get("write_bytes")
+    read = write = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "read_bytes":
+            read = value
+        elif key == "write_bytes":
+            write = value
     return (int(read) if read is not None else None, int(write) if write is not None else None)
 
 
@@ -184,16 +191,23 @@ def parse_loadavg(text: str) -> tuple[float, float, float]:
     return float(one), float(five), float(fifteen)
 
 
-def parse_meminfo(text: str) -> dict[str, int]:
-    """Key -> bytes (the kernel writes kB; a few keys are plain counts and are kept as they are)."""
+def parse_meminfo(text: str, keys: frozenset[str] | None = None) -> dict[str, int]:
+    """Key -> bytes (the kernel writes kB; a few keys are plain counts and are kept as they are).
+
+    With ``keys``, only those are parsed (the file has some 50 lines; a reading needs four).
+    """
     out: dict[str, int] = {}
     for line in text.splitlines():
         key, _, rest = line.partition(":")
+        if keys is not None and key not in keys:
+            continue
         parts = rest.split()
         if not parts:
             continue
         value = int(parts[0])
         out[key] = value * 1024 if len(parts) > 1 and parts[1] == "kB" else value
+        if keys is not None and len(out) == len(keys):
+            break
     return out
 
 
@@ -210,8 +224,7 @@ def parse_psi(text: str) -> dict[str, float]:
     return out
 
 
-@dataclass(frozen=True)
-class DiskStats:
+class DiskStats(NamedTuple):
     name: str
     read_bytes: int
     write_bytes: int
@@ -221,11 +234,12 @@ class DiskStats:
 DISKSTATS_SECTOR_BYTES = 512  # /proc/diskstats always counts 512-byte sectors, whatever the device
 
 
-def parse_diskstats(text: str) -> list[DiskStats]:
+def parse_diskstats(text: str, keep: Callable[[str], bool] | None = None) -> list[DiskStats]:
+    """Every device's counters, or with ``keep`` only those of the devices it accepts by name."""
     disks = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 14:
+        if len(parts) < 14 or (keep is not None and not keep(parts[2])):
             continue
         # major minor name reads merged sectors_read ms_reading writes merged sectors_written ms_writing
         # in_flight ms_doing_io ...

@@ -154,6 +154,17 @@ def test_stop_shuts_nvml_down_even_with_a_device_hung(scripted_gpu: Any, static_
     assert gpu.closed
 
 
+def test_stop_closes_a_host_source_that_keeps_files_open(scripted_gpu: Any, static_host: Any) -> None:
+    clock = ManualClock(0.0)
+    host = static_host(clock)
+    closed = threading.Event()
+    host.close = closed.set  # the real host backend keeps /proc files open between reads
+    rt = Runtime(Settings(interval_seconds=0.1), scripted_gpu(1, clock), host, clock, renderer=lambda s: None)
+    rt.sampler.tick()
+    rt.stop(timeout=1.0)
+    assert closed.is_set()
+
+
 # --- a real agent process ---------------------------------------------------------------------
 
 CHILD = r"""

@@ -141,6 +141,17 @@ def test_missing_proc_root_never_raises(tmp_path: Path) -> None:
     assert r.processes == {}
 
 
+def test_a_fixture_file_replaced_between_reads_is_read_afresh(tmp_path: Path) -> None:
+    root = copy_tree(tmp_path)
+    b = backend(root)
+    assert b.read({}).memory_total_bytes == 263842340 * 1024
+    meminfo = root / "proc" / "meminfo"
+    replacement = root / "proc" / "meminfo.new"
+    replacement.write_text(meminfo.read_text().replace("263842340", "100", 1))
+    replacement.replace(meminfo)  # a new file: a descriptor kept open would still read the old one
+    assert b.read({}).memory_total_bytes == 100 * 1024
+
+
 def test_cgroup_v1_docker_host() -> None:
     v1 = FIXTURES / "v1"
     b = HostBackend(str(v1 / "proc"), str(FIXTURES / "sys"), str(v1 / "cgroup"), ManualClock(0.0))

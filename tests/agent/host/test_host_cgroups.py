@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from agent.host.cgroups import CgroupReader, host_relative, process_cgroup_path
-from agent.host.procfs import parse_cgroup
+from agent.host.cgroups import NO_LIMIT, CgroupReader, host_relative, process_cgroup_path
+from agent.host.procfs import parse_cgroup, read_text
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "host"
 CID = "8c6f3b2a9d1e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c"
@@ -44,6 +47,11 @@ def test_missing_cgroup_directory_gives_nothing() -> None:
     assert (cpu.quota_cores, cpu.throttled_seconds, cpu.usage_seconds) == (None, None, None)
 
 
+def test_a_missing_cgroup_under_a_limited_parent_gives_nothing() -> None:
+    cpu = CgroupReader(str(FIXTURES / "cgroup")).cpu(K8S + "/gone")
+    assert cpu == NO_LIMIT  # not the container's 4 cores: the process's cgroup is not there
+
+
 def test_v1_cfs_quota_throttled_ns_and_cpuacct_usage() -> None:
     reader = CgroupReader(str(FIXTURES / "v1" / "cgroup"))
     assert not reader.unified
@@ -68,3 +76,57 @@ def test_paths_seen_from_another_cgroup_namespace_are_rebuilt() -> None:
     assert rebuilt == K8S
     reader = CgroupReader(str(FIXTURES / "cgroup"))
     assert reader.cpu(f"/../../../{POD}/cri-containerd-{CID}.scope").quota_cores == pytest.approx(4.0)
+
+
+def test_the_layout_is_looked_up_again_after_relayout_every_reads(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    shutil.copytree(FIXTURES / "cgroup", root)
+    reader = CgroupReader(str(root), relayout_every=2)
+    reader.begin()
+    assert reader.unified
+    (root / "cgroup.controllers").unlink()  # remounted as v1 (no cpu hierarchy here)
+    reader.begin()
+    reader.begin()
+    assert not reader.unified
+    assert reader.cpu(K8S) == NO_LIMIT
+
+
+def test_a_cgroup_without_a_quota_file_still_reports_its_ancestors_limit(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    shutil.copytree(FIXTURES / "cgroup", root)
+    (root / K8S.lstrip("/") / "cpu.max").unlink()
+    cpu = CgroupReader(str(root)).cpu(K8S)
+    assert cpu.quota_cores == pytest.approx(6.0)  # the pod's
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux cgroupfs")
+def test_live_cgroup_files_are_kept_open_only_while_read() -> None:
+    root = "/sys/fs/cgroup"
+    reader = CgroupReader(root)
+    path = process_cgroup_path(parse_cgroup(read_text("/proc/self/cgroup")), reader.unified)
+    if path is None:
+        pytest.skip("no cgroup for this process")
+    reader.begin()
+    first = reader.cpu(path)
+    if fds_under(root) == 0:
+        pytest.skip("no cgroup cpu files readable here")
+    fresh = CgroupReader(root).cpu(path)
+    assert first.quota_cores == fresh.quota_cores
+    reader.begin()
+    second = reader.cpu(path)
+    if first.usage_seconds is not None:
+        assert second.usage_seconds is not None and second.usage_seconds >= first.usage_seconds
+    reader.begin()  # a read that needs no cgroup
+    reader.begin()
+    assert fds_under(root) == 0
+    reader.close()
+
+
+def fds_under(root: str) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(root + "/")
+        except OSError:
+            continue
+    return count

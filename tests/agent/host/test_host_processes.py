@@ -74,3 +74,31 @@ def test_descendants_union_gpu_indices_and_respect_the_cap() -> None:
     found = descendants({10: (0,), 11: (1,), 20: (2,), 99: (3,)}, ppids, limit=100)
     assert found == {10: (0,), 11: (0, 1), 12: (0, 1), 20: (2,), 21: (2,)}
     assert len(descendants({1: (0,)}, ppids, limit=3)) == 3
+
+
+def test_a_reparented_process_leaves_the_tree_on_the_next_read(root: Path) -> None:
+    r = reader(root)
+    assert 4130 in r.read({4121: (0,)}, None)
+    stat = root / "proc" / "4130" / "stat"
+    stat.write_text(stat.read_text().replace("(pt_data_worker) R 4121 ", "(pt_data_worker) R 1 ", 1))
+    seen = r.read({4121: (0,)}, None)  # the scan does not re-read known pids: still in, with its new ppid
+    assert seen[4130].ppid == 1
+    assert 4130 not in r.read({4121: (0,)}, None)  # the trees under the GPU pids were rebuilt
+
+
+def test_a_pid_unreadable_at_first_is_read_once_it_can_be(root: Path) -> None:
+    new = root / "proc" / "4150"
+    shutil.copytree(root / "proc" / "4132", new)
+    good = (new / "stat").read_text().replace("4132 (pt_data_worker)", "4150 (pt_data_worker)", 1)
+    (new / "stat").write_text("garbage")
+    r = reader(root)
+    assert 4150 not in r.read({4121: (0,)}, None)
+    (new / "stat").write_text(good)  # the /proc listing is the same as before
+    assert r.read({4121: (0,)}, None)[4150].ppid == 4121
+
+
+def test_other_roots_give_other_trees(root: Path) -> None:
+    r = reader(root)
+    assert set(r.read({4121: (0,)}, None)) == {4121, 4130, 4131, 4132, 4133, 4140}
+    assert set(r.read({5120: (1,)}, None)) == {5120}
+    assert r.read({4130: (2,)}, None)[4140].gpu_indices == (2,)

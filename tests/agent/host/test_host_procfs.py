@@ -117,3 +117,25 @@ def test_net_dev_receive_and_transmit_bytes() -> None:
         "bond0.12: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0\n"
     )
     assert parse_net_dev(text) == {"eth0": (100, 200), "bond0.12": (5, 6)}
+
+
+def test_meminfo_only_the_keys_asked_for() -> None:
+    text = "MemTotal:       1000 kB\nMemFree:  5 kB\nMemAvailable:    500 kB\nSwapTotal: 7 kB\n"
+    assert parse_meminfo(text, frozenset({"MemTotal", "MemAvailable"})) == {
+        "MemTotal": 1024000,
+        "MemAvailable": 512000,
+    }
+
+
+def test_diskstats_keep_filters_by_name() -> None:
+    text = (
+        " 7 0 loop0 1 0 8 0 0 0 0 0 0 0 0 0 0 0 0\n 259 0 nvme0n1 10 0 2048 5 20 0 4096 9 0 1500 14 0 0 0 0\n"
+    )
+    asked: list[str] = []
+
+    def keep(name: str) -> bool:
+        asked.append(name)
+        return name.startswith("nvme")
+
+    assert [d.name for d in parse_diskstats(text, keep)] == ["nvme0n1"]
+    assert asked == ["loop0", "nvme0n1"]
