@@ -1,12 +1,17 @@
 """What one ``NvmlBackend.read()`` costs, measured against ``FakeNvml``.
 
     python -m agent.nvml.bench [--gpus 8] [--ticks 300] [--model H100-SXM] [--process-every 5]
+                               [--xid-seconds 5]
 
 Runs ticks of simulated seconds (a stepped clock: no sleeping), reads every GPU once per
 tick (processes every ``--process-every`` ticks, as the sampler does), and prints the
 cost per read: in total, inside the fake (each fake function timed through a thin
 proxy) and therefore in the backend itself, plus the NVML calls per read and what that
 comes to as a share of one CPU core at one read per GPU per second.
+
+Then, for ``--xid-seconds`` of real time, it runs the agent's XID loop (``wait_events``
+of 0.5 s, again and again) over the same fleet on the real clock, with no XID raised, and
+prints that thread's CPU time per second: what waiting for events costs while nothing happens.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.clock import MonotonicClock
 from agent.nvml.backend import NvmlBackend
 from agent.nvml.fake import FakeNvml
 from agent.nvml.steady import steady_fleet
@@ -109,12 +115,43 @@ def run(gpus: int, ticks: int, model: str, process_every: int) -> dict[str, floa
     }
 
 
+def xid_wait_cost(gpus: int, seconds: float, model: str) -> dict[str, float]:
+    """CPU of a thread doing what the agent's XID thread does, over ``seconds`` of real time."""
+    clock = MonotonicClock()
+    fake = FakeNvml(steady_fleet(SPECS[model], gpus), clock)
+    backend = NvmlBackend(fake, clock)
+    if not backend.start():
+        raise SystemExit(backend.status_message)
+    stop = threading.Event()
+    result: dict[str, float] = {}
+
+    def loop() -> None:
+        cpu0, waits = time.thread_time(), 0
+        while not stop.is_set():
+            backend.wait_events(0.5)  # the agent's XID_WAIT_SECONDS
+            waits += 1
+        result["cpu_s"], result["waits"] = time.thread_time() - cpu0, waits
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    stop.wait(seconds)
+    stop.set()
+    thread.join()
+    backend.close()
+    return {
+        "cpu_ms_per_s": result["cpu_s"] / seconds * 1e3,
+        "core_pct": result["cpu_s"] / seconds * 100,
+        "waits": result["waits"],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--gpus", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--model", default="H100-SXM", choices=sorted(SPECS))
     parser.add_argument("--process-every", type=int, default=5)
+    parser.add_argument("--xid-seconds", type=float, default=5.0, help="0: skip the XID wait figure")
     args = parser.parse_args(argv)
     print(f"NvmlBackend.read() against FakeNvml ({args.model}, processes every {args.process_every} reads)")
     print(
@@ -128,6 +165,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['fake_us']:>8.0f} {r['backend_us']:>8.0f} {r['calls_per_read']:>6.1f} "
             f"{r['core_pct_at_1hz']:>12.2f}%"
         )
+    if args.xid_seconds > 0:
+        print(f"XID event wait (wait_events(0.5) in a loop, no XID, {args.xid_seconds:g} s of real time)")
+        print(f"{'GPUs':>5} {'waits':>7} {'CPU ms/s':>9} {'% core':>7}")
+        for gpus in args.gpus:
+            x = xid_wait_cost(gpus, args.xid_seconds, args.model)
+            print(f"{gpus:>5} {x['waits']:>7.0f} {x['cpu_ms_per_s']:>9.3f} {x['core_pct']:>6.3f}%")
 
 
 if __name__ == "__main__":

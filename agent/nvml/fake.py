@@ -19,9 +19,14 @@ NVML semantics presented over a model (``agent.sim.device``):
 * violation counters in ns, energy in mJ, power in mW, clocks in MHz, as NVML reports;
 * XIDs from ``snapshot.xids`` are delivered once each through an event set;
   ``nvmlEventSetWait_v2`` blocks up to its timeout (clock milliseconds, so real time
-  divided by ``clock.speed``) and then raises ``Timeout``; while it blocks it looks for
-  new XIDs every ``EVENT_POLL_S`` (and wakes for the next one a model has scheduled),
-  without building snapshots for models that publish their ``xids`` list;
+  divided by ``clock.speed``) and then raises ``Timeout``. Like the driver's wait it
+  sleeps until something happens: the next XID a model has scheduled, a model saying
+  that its XIDs changed, ``nvmlShutdown`` or ``release()``. A model *publishes* its
+  XIDs with an ``xids`` list ``[(clock time, xid), ...]``, past and scheduled, sorted
+  (``snapshot(t).xids`` is the part up to ``t``), and may offer ``watch_xids(callback)``,
+  calling ``callback()`` when that list changes (``SteadyDevice.add_xid`` does). Published
+  lists are checked without building snapshots; a model that publishes nothing is
+  asked for a snapshot every ``EVENT_POLL_S`` while a wait blocks;
 * MIG: an identity with ``mig_uuids`` reports MIG mode enabled, 7 MIG slots, a handle per
   occupied slot (``NotFound`` for an empty one) whose ``nvmlDeviceGetUUID`` is the MIG
   device's UUID; other functions do not accept MIG handles (``InvalidArgument``);
@@ -29,8 +34,11 @@ NVML semantics presented over a model (``agent.sim.device``):
   without ``has_nvlink``, remapped rows without ``has_row_remapping``, ECC without ``has_ecc``.
 
 Calls on one device within ``snapshot_max_age_s`` of clock time share one model
-snapshot (a read makes about twenty calls); a model whose ``revision`` attribute changes
-(``SteadyDevice`` bumps it on every toggle) gets a fresh snapshot at once.
+snapshot (a read makes about fifteen calls); a model whose ``revision`` attribute changes
+(``SteadyDevice`` bumps it on every toggle) gets a fresh snapshot at once. What the fake
+derives from an ``Activity`` (percentages, GPM ratios) is kept while the model hands back
+the very same object (a frozen dataclass: ``SteadyDevice`` returns one per revision), and
+result arrays are written with one ``struct`` call each.
 
 Faults: ``snapshot.lost`` makes every device call raise ``GpuIsLost`` (and the lookup
 by index ``Unknown``, as seen on real nodes); ``snapshot.hang_until`` blocks a call until
@@ -44,23 +52,28 @@ from __future__ import annotations
 import collections
 import ctypes
 import math
+import struct
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pynvml
 
 from agent.clock import Clock
 from agent.nvml import consts as C
-from agent.nvml.fake_fields import FIELDS, FieldUnsupported
+from agent.nvml.fake_fields import FIELDS, FieldFn, FieldUnsupported
 from agent.nvml.layout import raw_bytes, struct_for
 from agent.sim.device import Activity, DeviceModel, DeviceSnapshot
 
 SAMPLE_PERIOD_S = 1.0 / 6.0  # the high-rate utilization buffer's slot length
 SAMPLE_BUFFER_LEN = 120  # slots kept by the "driver" (20 s)
-EVENT_POLL_S = 0.1  # real seconds between checks for new XIDs while an event wait blocks
+# real seconds between checks of models that do not publish their XIDs while an event wait blocks
+# (the agent waits 0.5 s at a time and checks at the start of every wait anyway)
+EVENT_POLL_S = 0.5
+EVENT_MIN_SLEEP_S = 0.001  # real seconds: no event wait looks again sooner (snapshot_max_age_s may be 0)
 
 _ALL_REASONS = 0x1FF
 _PCI_DEVICE_IDS = {
@@ -91,6 +104,20 @@ _SAMPLE = struct_for(pynvml.c_nvmlSample_t, (("timeStamp", "Q"), ("sampleValue",
 _GPM_METRIC = struct_for(
     pynvml.c_nvmlGpmMetric_t, (("metricId", "I"), ("nvmlReturn", "I"), ("value", "d"), ("metricInfo", "3Q"))
 )
+_GPM_METRIC_ID = struct_for(pynvml.c_nvmlGpmMetric_t, (("metricId", "I"),))  # what a request asks for
+# the request's head: its version, metric count and the two sample pointers (addresses)
+_GPM_HEAD = struct_for(
+    pynvml.c_nvmlGpmMetricsGet_t, (("version", "I"), ("numMetrics", "I"), ("sample1", "Q"), ("sample2", "Q"))
+)
+_GPM_METRICS_OFFSET = getattr(getattr(pynvml.c_nvmlGpmMetricsGet_t, "metrics", None), "offset", None)
+# whole result structs are built from packed bytes: ctypes' keyword constructor goes through
+# pynvml's Python-level __setattr__ once per field (several µs a struct)
+_MEMORY = struct_for(pynvml.c_nvmlMemory_t, (("total", "Q"), ("free", "Q"), ("used", "Q")))
+_MEMORY_V2 = struct_for(
+    pynvml.c_nvmlMemory_v2_t,
+    (("version", "I"), ("total", "Q"), ("reserved", "Q"), ("free", "Q"), ("used", "Q")),
+)
+_UTILIZATION = struct_for(pynvml.c_nvmlUtilization_t, (("gpu", "I"), ("memory", "I")))
 
 
 def _err(code: int) -> pynvml.NVMLError:
@@ -108,6 +135,50 @@ def _new_pointer(ptr_type: Any) -> tuple[Any, ctypes.Array[ctypes.c_char], int]:
     """A distinct non-NULL pointer of ``ptr_type`` (a handle) and the buffer that keeps it valid."""
     buf = ctypes.create_string_buffer(16)
     return ctypes.cast(buf, ptr_type), buf, ctypes.addressof(buf)
+
+
+class _Slot(NamedTuple):
+    """One sample-buffer slot, with its ``c_nvmlSample_t`` bytes for the busy samples ready."""
+
+    stamp: int  # µs since the epoch
+    busy: int  # %
+    memory: int  # %
+    busy_sample: bytes  # what the driver writes into the array
+
+
+class _Percentages(NamedTuple):
+    """An ``Activity`` in NVML's integer percentages (kept while a model returns the same object)."""
+
+    activity: Activity
+    busy: int
+    memory: int
+    utilization: bytes  # a packed c_nvmlUtilization_t (empty when its layout is unexpected)
+
+
+class _FieldPlanEntry(NamedTuple):
+    """One entry of a field-value request: what it asks for and which getter answers it."""
+
+    fid: int
+    scope: int
+    getter: FieldFn | None
+
+
+class _GpmMetricPlan(NamedTuple):
+    """How to answer one requested GPM metric on one kind of device."""
+
+    metric_id: int
+    attr: str | None  # an activity fraction, reported in %
+    rate: int | None  # or an index into (pcie tx, pcie rx, nvlink tx, nvlink rx) byte rates
+    info: tuple[int, int, int]  # metricInfo pointers (shortName, longName, unit)
+
+
+class _GpmResults(NamedTuple):
+    """A GPM request's results over one ``Activity`` object, as the values of its packed entries."""
+
+    activity: Activity
+    plan: tuple[_GpmMetricPlan, ...]
+    flat: list[Any]  # (metricId, nvmlReturn, value, shortName, longName, unit) per metric
+    rates: tuple[tuple[int, int], ...]  # (index in flat, rate index): the values that move with counters
 
 
 @dataclass
@@ -135,7 +206,13 @@ class _Device:
         self.snap_t = -math.inf
         self.snap_revision: Any = None
         self.last_t = -math.inf
-        self.slots: dict[int, Activity] = {}
+        # sample-buffer slot -> _Slot: each slot is asked of the model once
+        self.slots: dict[int, _Slot] = {}
+        self.seen_slot: tuple[int, int] = (-1, 0)  # (timestamp, slot) of the newest sample handed out
+        # what was derived from the last Activity object the model returned: a steady model hands
+        # back the same (frozen) object every time, and then nothing is computed again
+        self.percentages: _Percentages | None = None
+        self.gpm_results: _GpmResults | None = None
         self.block_until: float | None = None
         self.calls: collections.Counter[str] = collections.Counter()
         # one handle per occupied MIG slot, made once: NVML hands out the same handle each time
@@ -175,22 +252,35 @@ class FakeNvml:
         self.library_missing = library_missing
         self._max_age = snapshot_max_age_s
         self._devices = [_Device(i, m) for i, m in enumerate(self.models)]
+        # handles and buffers are looked up by the id of the very object handed out (kept alive here,
+        # so the id cannot be reused); by address only when a caller passes a copy
         self._by_id = {id(d.handle): d for d in self._devices}
         self._by_address = {d.address: d for d in self._devices}
         self._mig_by_address = {m.address: m for d in self._devices for m in d.mig.values()}
         # clock seconds -> epoch µs, fixed once so that sample timestamps never jitter between calls
         self._epoch_offset = clock.epoch() - clock.now()
         self._created = clock.now()
+        # the first sample-buffer slot that ends after the "driver" was loaded
+        self._first_slot = math.ceil(self._created / SAMPLE_PERIOD_S - 1e-9) + 1
         self._lock = threading.Lock()
         self._init_count = 0
         self._released = threading.Event()  # set by release(): wakes blocked calls
         self._faults: dict[tuple[int | None, str | None], int] = {}
         self._field_faults: dict[tuple[int | None, int], int] = {}
+        self._field_plans: dict[tuple[Any, ...], tuple[_FieldPlanEntry, ...]] = {}
         self._removed: set[str] = set()
-        self._gpm: dict[int, _GpmRecord] = {}
+        self._gpm: dict[int, _GpmRecord] = {}  # by address
         self._gpm_bufs: dict[int, Any] = {}
+        self._gpm_by_id: dict[int, tuple[Any, _GpmRecord]] = {}  # id(pointer) -> (pointer, record)
         self._event_sets: dict[int, _EventSet] = {}
         self._event_bufs: dict[int, Any] = {}
+        # event waits sleep on this; a model's XID change, release() and nvmlShutdown notify it
+        self._event_cond = threading.Condition()
+        self._event_generation = 0
+        for model in self.models:
+            watch = getattr(model, "watch_xids", None)
+            if callable(watch):
+                watch(_weak_callback(self._wake_event_waits))
         # calls[index][function name]: how often each device function was called
         self.calls: dict[int, collections.Counter[str]] = {d.index: d.calls for d in self._devices}
         self.system_calls: collections.Counter[str] = collections.Counter()
@@ -222,6 +312,7 @@ class FakeNvml:
     def release(self) -> None:
         """Wake every blocked call (hangs and event waits) for a quick shutdown."""
         self._released.set()
+        self._wake_event_waits()
 
     def snapshot(self, index: int) -> DeviceSnapshot:
         """The snapshot the fake presents for device ``index`` now (for tests comparing values)."""
@@ -257,7 +348,9 @@ class FakeNvml:
         return dev
 
     def _device(self, handle: Any, name: str) -> tuple[_Device, DeviceSnapshot]:
-        dev = self._by_id.get(id(handle)) or self._resolve(handle)
+        dev = self._by_id.get(id(handle))
+        if dev is None:
+            dev = self._resolve(handle)
         dev.calls[name] += 1
         if self._init_count <= 0:
             raise _err(C.ERROR_UNINITIALIZED)
@@ -265,7 +358,14 @@ class FakeNvml:
             raise _err(C.ERROR_FUNCTION_NOT_FOUND)
         if self._faults:
             self._check_faults(dev.index, name)
-        snap = self._snapshot(dev)
+        snap = dev.snap
+        # _snapshot's common case inline (a read makes ~15 calls that share one snapshot)
+        if (
+            snap is None
+            or self.clock.now() - dev.snap_t > self._max_age
+            or getattr(dev.model, "revision", None) != dev.snap_revision
+        ):
+            snap = self._snapshot(dev)
         if snap.hang_until is not None or dev.block_until is not None:
             until = max(snap.hang_until or -math.inf, dev.block_until or -math.inf)
             if until > self.clock.now():
@@ -315,16 +415,20 @@ class FakeNvml:
     def _slot_now(self) -> int:
         return math.floor(self._now() / SAMPLE_PERIOD_S + 1e-9)
 
-    def _slot_activity(self, dev: _Device, k: int) -> Activity:
-        act = dev.slots.get(k)
-        if act is None:
-            act = dev.model.activity((k - 1) * SAMPLE_PERIOD_S, k * SAMPLE_PERIOD_S)
+    def _slot(self, dev: _Device, k: int) -> _Slot:
+        """Slot ``k``'s sample (asked of the model the first time, then kept)."""
+        slot = dev.slots.get(k)
+        if slot is not None:
+            return slot
+        pcts = _percentages(dev, dev.model.activity((k - 1) * SAMPLE_PERIOD_S, k * SAMPLE_PERIOD_S))
+        stamp = self._epoch_us(k * SAMPLE_PERIOD_S)
+        sample = _SAMPLE.pack(stamp, pcts.busy) if _SAMPLE is not None else b""
+        slot = dev.slots[k] = _Slot(stamp, pcts.busy, pcts.memory, sample)
+        if len(dev.slots) > 2 * SAMPLE_BUFFER_LEN:
             with dev.lock:
-                dev.slots[k] = act
-                if len(dev.slots) > 2 * SAMPLE_BUFFER_LEN:
-                    for old in sorted(dev.slots)[: len(dev.slots) - SAMPLE_BUFFER_LEN]:
-                        del dev.slots[old]
-        return act
+                for old in sorted(dev.slots)[: len(dev.slots) - SAMPLE_BUFFER_LEN]:
+                    dev.slots.pop(old, None)
+        return slot
 
     # ----------------------------------------------------------------- init / system
     def nvmlInit(self) -> None:
@@ -344,6 +448,8 @@ class FakeNvml:
             self._init_count -= 1
             if self._init_count <= 0:
                 self._released.set()  # calls still hung in the "driver" return
+        if self._released.is_set():
+            self._wake_event_waits()
 
     def nvmlSystemGetDriverVersion(self) -> str:
         self._system("nvmlSystemGetDriverVersion")
@@ -481,52 +587,68 @@ class FakeNvml:
         if version and "nvmlDeviceGetMemoryInfo_v2" in self._removed:
             raise _err(C.ERROR_FUNCTION_NOT_FOUND)
         total, used, reserved = snap.memory_total_bytes, snap.memory_used_bytes, snap.memory_reserved_bytes
+        free = max(0, total - used - reserved)
         if not version:
             # the v1 struct counts reserved memory as used
-            return pynvml.c_nvmlMemory_t(
-                total=total, free=max(0, total - used - reserved), used=used + reserved
-            )
+            if _MEMORY is not None:
+                return pynvml.c_nvmlMemory_t.from_buffer_copy(_MEMORY.pack(total, free, used + reserved))
+            return pynvml.c_nvmlMemory_t(total=total, free=free, used=used + reserved)
         if version != C.MEMORY_V2_VERSION:
             raise _err(C.ERROR_ARGUMENT_VERSION_MISMATCH)
-        return pynvml.c_nvmlMemory_v2_t(
-            version=version, total=total, reserved=reserved, free=max(0, total - used - reserved), used=used
-        )
+        if _MEMORY_V2 is not None:
+            packed = _MEMORY_V2.pack(version, total, reserved, free, used)
+            return pynvml.c_nvmlMemory_v2_t.from_buffer_copy(packed)
+        return pynvml.c_nvmlMemory_v2_t(version=version, total=total, reserved=reserved, free=free, used=used)
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
         dev, _ = self._device(handle, "nvmlDeviceGetUtilizationRates")
         now = self._now()
-        act = dev.model.activity(now - SAMPLE_PERIOD_S, now)
-        return pynvml.c_nvmlUtilization_t(gpu=_pct(act.busy), memory=_pct(act.memory_controller))
+        pcts = _percentages(dev, dev.model.activity(now - SAMPLE_PERIOD_S, now))
+        if pcts.utilization:
+            return pynvml.c_nvmlUtilization_t.from_buffer_copy(pcts.utilization)
+        return pynvml.c_nvmlUtilization_t(gpu=pcts.busy, memory=pcts.memory)
 
     def nvmlDeviceGetSamples(self, device: Any, sampling_type: int, timeStamp: int) -> tuple[int, list[Any]]:
         dev, _ = self._device(device, "nvmlDeviceGetSamples")
         if sampling_type == C.SAMPLING_GPU_UTILIZATION:
-            pick = _busy_pct
+            memory = False
         elif sampling_type == 2:  # NVML_MEMORY_UTILIZATION_SAMPLES
-            pick = _memory_pct
+            memory = True
         else:
             raise _err(C.ERROR_NOT_SUPPORTED)
         newest = self._slot_now()
-        first = max(newest - SAMPLE_BUFFER_LEN + 1, math.ceil(self._created / SAMPLE_PERIOD_S - 1e-9) + 1)
+        first = max(newest - SAMPLE_BUFFER_LEN + 1, self._first_slot)
         if timeStamp:
-            # first slot whose timestamp is newer than lastSeenTimeStamp
-            k = math.floor((timeStamp / 1e6 - self._epoch_offset) / SAMPLE_PERIOD_S) - 1
-            while self._epoch_us(k * SAMPLE_PERIOD_S) <= timeStamp:
-                k += 1
-            first = max(first, k)
+            first = max(first, self._slot_after(dev, timeStamp))
         if first > newest:
             raise _err(C.ERROR_NOT_FOUND)
         count = newest + 1 - first
-        array = (pynvml.c_nvmlSample_t * count)()
-        view = raw_bytes(array) if _SAMPLE is not None else None
-        for i, k in enumerate(range(first, newest + 1)):
-            stamp, value = self._epoch_us(k * SAMPLE_PERIOD_S), pick(self._slot_activity(dev, k))
-            if view is not None:
-                _SAMPLE.pack_into(view, i * _SAMPLE.size, stamp, value)  # type: ignore[union-attr]
+        cached = dev.slots
+        slots = [cached.get(k) or self._slot(dev, k) for k in range(first, newest + 1)]
+        dev.seen_slot = (slots[-1].stamp, newest)
+        if _SAMPLE is not None:
+            if memory:
+                flat = [x for slot in slots for x in (slot.stamp, slot.memory)]
+                packed = _repeated(_SAMPLE, count).pack(*flat)
             else:
-                array[i].timeStamp = stamp
-                array[i].sampleValue.uiVal = value
+                packed = b"".join([slot.busy_sample for slot in slots])
+            array = (pynvml.c_nvmlSample_t * count).from_buffer_copy(packed)
+        else:
+            array = (pynvml.c_nvmlSample_t * count)()
+            for i, slot in enumerate(slots):
+                array[i].timeStamp = slot.stamp
+                array[i].sampleValue.uiVal = slot.memory if memory else slot.busy
         return C.VALUE_TYPE_UNSIGNED_INT, array[0:count]  # a list of structs over one array, like pynvml
+
+    def _slot_after(self, dev: _Device, stamp: int) -> int:
+        """The first slot whose timestamp is newer than ``stamp`` (lastSeenTimeStamp)."""
+        seen_stamp, seen = dev.seen_slot
+        if stamp == seen_stamp:  # the usual case: the caller passes the newest timestamp it got
+            return seen + 1
+        k = math.floor((stamp / 1e6 - self._epoch_offset) / SAMPLE_PERIOD_S) - 1
+        while self._epoch_us(k * SAMPLE_PERIOD_S) <= stamp:
+            k += 1
+        return k
 
     # ----------------------------------------------------------------- clocks
     def _clock_mhz(self, dev: _Device, snap: DeviceSnapshot, clock_type: int, clock_id: int) -> int:
@@ -649,8 +771,10 @@ class FakeNvml:
     # ----------------------------------------------------------------- field values and health
     def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Sequence[int | tuple[int, int]]) -> Any:
         dev, snap = self._device(handle, "nvmlDeviceGetFieldValues")
-        values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
         stamp = self._epoch_us(self._now())
+        if _FV_ULL is not None and _FV_UINT is not None and len(fieldIds):
+            return self._field_values_packed(dev, snap, fieldIds, stamp)
+        values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
         view = raw_bytes(values) if _FV_ULL is not None and _FV_UINT is not None else None
         for i, item in enumerate(fieldIds):
             fid, scope = item if isinstance(item, tuple) else (item, 0)
@@ -679,6 +803,49 @@ class FakeNvml:
             else:
                 fv.value.ullVal = value
         return values
+
+    def _field_values_packed(
+        self, dev: _Device, snap: DeviceSnapshot, fieldIds: Sequence[int | tuple[int, int]], stamp: int
+    ) -> Any:
+        """The field-value array built from one ``struct`` pack of all its entries."""
+        spec, faults = dev.spec, self._field_faults
+        flat: list[int] = []
+        uint = bytearray()  # per entry: 1 = the value is a 4-byte unsigned int
+        for fid, scope, getter in self._field_plan(fieldIds):
+            vtype, ret, value = C.VALUE_TYPE_UNSIGNED_LONG_LONG, C.SUCCESS, 0
+            forced = faults and (faults.get((dev.index, fid)) or faults.get((None, fid)))
+            if forced:
+                ret = forced
+            elif getter is None:
+                ret = C.ERROR_NOT_SUPPORTED
+            else:
+                try:
+                    vtype, value = getter(spec, snap, scope)
+                except FieldUnsupported as e:
+                    ret = e.code
+            uint.append(vtype == C.VALUE_TYPE_UNSIGNED_INT)
+            flat += (fid, scope, stamp, 0, vtype, ret, value)
+        packed = _field_values_layout(bytes(uint)).pack(*flat)
+        return (pynvml.c_nvmlFieldValue_t * len(uint)).from_buffer_copy(packed)
+
+    def _field_plan(self, fieldIds: Sequence[int | tuple[int, int]]) -> Sequence[_FieldPlanEntry]:
+        """(field id, scope, getter) per entry, made once per request (the backend repeats its own)."""
+        try:
+            key = tuple(fieldIds)
+            plan = self._field_plans.get(key)
+        except TypeError:  # an unhashable entry: no caching, and the same errors as ever below
+            key, plan = None, None
+        if plan is None:
+            entries = []
+            for item in fieldIds if key is None else key:
+                fid, scope = item if isinstance(item, tuple) else (item, 0)
+                entries.append(_FieldPlanEntry(fid, scope, FIELDS.get(fid)))
+            plan = tuple(entries)
+            if key is not None:
+                if len(self._field_plans) >= _PACKER_CACHE_MAX:
+                    self._field_plans.clear()
+                self._field_plans[key] = plan
+        return plan
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:
         dev, snap = self._device(handle, "nvmlDeviceGetTotalEccErrors")
@@ -751,7 +918,7 @@ class FakeNvml:
         busy = {pid: pct for pid, pct in snap.process_sm_pct.items() if pct > 0}
         if stamp <= timeStamp or not busy:
             raise _err(C.ERROR_NOT_FOUND)
-        memory_pct = _memory_pct(self._slot_activity(dev, newest))
+        memory_pct = self._slot(dev, newest).memory
         total = sum(busy.values())
         return [
             pynvml.c_nvmlProcessUtilizationSample_t(
@@ -775,8 +942,10 @@ class FakeNvml:
     def nvmlGpmSampleAlloc(self) -> Any:
         self._system("nvmlGpmSampleAlloc")
         ptr, buf, address = _new_pointer(pynvml.c_nvmlGpmSample_t)
-        self._gpm[address] = _GpmRecord()
+        record = _GpmRecord()
+        self._gpm[address] = record
         self._gpm_bufs[address] = buf
+        self._gpm_by_id[id(ptr)] = (ptr, record)
         return ptr
 
     def nvmlGpmSampleFree(self, gpmSample: Any) -> None:
@@ -784,14 +953,23 @@ class FakeNvml:
         address = _address(gpmSample)
         if address not in self._gpm:
             raise _err(C.ERROR_INVALID_ARGUMENT)
-        del self._gpm[address]
+        record = self._gpm.pop(address)
         del self._gpm_bufs[address]
+        for key, (_, held) in list(self._gpm_by_id.items()):
+            if held is record:
+                del self._gpm_by_id[key]
+
+    def _gpm_record(self, gpmSample: Any) -> _GpmRecord | None:
+        held = self._gpm_by_id.get(id(gpmSample))
+        if held is not None and held[0] is gpmSample:
+            return held[1]
+        return self._gpm.get(_address(gpmSample) or 0)
 
     def nvmlGpmSampleGet(self, device: Any, gpmSample: Any) -> Any:
         dev, snap = self._device(device, "nvmlGpmSampleGet")
         if not dev.spec.has_gpm:
             raise _err(C.ERROR_NOT_SUPPORTED)
-        record = self._gpm.get(_address(gpmSample) or 0)
+        record = self._gpm_record(gpmSample)
         if record is None:
             raise _err(C.ERROR_INVALID_ARGUMENT)
         record.index, record.t = dev.index, self._now()
@@ -800,6 +978,14 @@ class FakeNvml:
 
     def nvmlGpmMetricsGet(self, metricsGet: Any) -> Any:
         self._system("nvmlGpmMetricsGet")
+        if (
+            type(metricsGet) is pynvml.c_nvmlGpmMetricsGet_t
+            and _GPM_HEAD is not None
+            and _GPM_METRIC is not None
+            and _GPM_METRIC_ID is not None
+            and _GPM_METRICS_OFFSET is not None
+        ):
+            return self._gpm_metrics_packed(metricsGet, memoryview(metricsGet).cast("B"))
         if metricsGet.version != C.GPM_METRICS_GET_VERSION:
             raise _err(C.ERROR_ARGUMENT_VERSION_MISMATCH)
         first = self._gpm.get(_address(metricsGet.sample1) or 0)
@@ -834,6 +1020,39 @@ class FakeNvml:
                 metric.metricInfo.shortName, metric.metricInfo.longName, metric.metricInfo.unit = _GPM_INFO[
                     metric_id
                 ]
+        return metricsGet
+
+    def _gpm_metrics_packed(self, metricsGet: Any, view: memoryview) -> Any:
+        """``nvmlGpmMetricsGet`` reading and writing the request's memory in a few ``struct`` calls."""
+        assert _GPM_HEAD is not None and _GPM_METRIC is not None and _GPM_METRIC_ID is not None
+        assert _GPM_METRICS_OFFSET is not None
+        version, num, address1, address2 = _GPM_HEAD.unpack_from(view)
+        if version != C.GPM_METRICS_GET_VERSION:
+            raise _err(C.ERROR_ARGUMENT_VERSION_MISMATCH)
+        first, second = self._gpm.get(address1), self._gpm.get(address2)
+        if first is None or second is None or first.index is None or first.index != second.index:
+            raise _err(C.ERROR_INVALID_ARGUMENT)
+        assert first.t is not None and second.t is not None
+        dt = second.t - first.t
+        if dt <= 0:
+            raise _err(C.ERROR_INVALID_ARGUMENT)
+        dev = self._devices[first.index]
+        dev.calls["nvmlGpmMetricsGet"] += 1
+        act = dev.model.activity(first.t, second.t)
+        count = min(num, (len(view) - _GPM_METRICS_OFFSET) // _GPM_METRIC.size)
+        if count <= 0:
+            return metricsGet
+        metric_ids = _repeated(_GPM_METRIC_ID, count).unpack_from(view, _GPM_METRICS_OFFSET)
+        plan = _gpm_plan(metric_ids, dev.spec.has_nvlink)
+        results = dev.gpm_results
+        if results is None or results.activity is not act or results.plan is not plan:
+            results = dev.gpm_results = _gpm_results(act, plan)
+        flat = results.flat.copy()
+        if results.rates:
+            rates = [(b - a) / dt / _MIB for a, b in zip(first.counters, second.counters, strict=True)]
+            for position, rate in results.rates:
+                flat[position] = max(0.0, rates[rate])
+        _repeated(_GPM_METRIC, count).pack_into(view, _GPM_METRICS_OFFSET, *flat)
         return metricsGet
 
     # ----------------------------------------------------------------- events
@@ -881,6 +1100,8 @@ class FakeNvml:
             raise _err(C.ERROR_INVALID_ARGUMENT)
         deadline = time.monotonic() + max(0, timeoutms) / 1000.0 / self.clock.speed
         while True:
+            # read before looking: a change notified after this point cuts the sleep below short
+            generation = self._event_generation
             data = self._next_event(es)
             if data is not None:
                 return data
@@ -889,30 +1110,48 @@ class FakeNvml:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._released.is_set():
                 raise _err(C.ERROR_TIMEOUT)
-            self._released.wait(min(EVENT_POLL_S, remaining, self._until_next_xid(es)))
+            with self._event_cond:
+                if self._event_generation == generation and not self._released.is_set():
+                    self._event_cond.wait(min(remaining, self._wake_in(es)))
 
-    def _until_next_xid(self, es: _EventSet) -> float:
-        """Real seconds until the next XID a registered model has scheduled (inf: none known)."""
+    def _wake_event_waits(self) -> None:
+        """Cut every event wait's sleep short: an XID list changed, or the library is going away."""
+        with self._event_cond:
+            self._event_generation += 1
+            self._event_cond.notify_all()
+
+    def _wake_in(self, es: _EventSet) -> float:
+        """Real seconds an event wait may sleep before it must look again (inf: until woken)."""
         now = self.clock.now()
-        soonest = math.inf
-        for index in es.masks:
+        soonest = math.inf  # clock seconds until the next undelivered XID a model has published
+        poll = math.inf
+        for index, mask in list(es.masks.items()):
+            if not mask & C.EVENT_XID_CRITICAL:
+                continue
             schedule = _xid_schedule(self._devices[index].model)
-            if schedule:
-                soonest = min((t for t, _ in schedule if t > now), default=soonest)
-        return max(0.0, (soonest - now) / self.clock.speed) if soonest < math.inf else math.inf
+            if schedule is None:
+                poll = EVENT_POLL_S  # only a snapshot tells: look again in a while
+                continue
+            done = es.delivered.get(index, 0)
+            if len(schedule) > done:
+                # not before the snapshot cached for this instant has expired: one built just
+                # before the XID's time does not show it, and looking sooner would spin
+                soonest = min(soonest, max(schedule[done][0] - now, self._max_age))
+        return min(poll, max(soonest / self.clock.speed, EVENT_MIN_SLEEP_S))
 
     def _next_event(self, es: _EventSet) -> Any:
         best: tuple[float, int, int] | None = None  # (time, device index, xid)
+        now = self.clock.now()
         for index, mask in list(es.masks.items()):
             if not mask & C.EVENT_XID_CRITICAL:
                 continue
             dev = self._devices[index]
             done = es.delivered.get(index, 0)
             schedule = _xid_schedule(dev.model)
-            # a model that publishes its XID list is checked without building a snapshot (the
-            # wait polls every device several times a second); others are asked for one
-            if schedule is not None and len(schedule) <= done:
-                continue  # nothing undelivered, not even scheduled
+            # a model that publishes its XID list is checked without building a snapshot
+            # while its next XID is not due (sorted: the first undelivered one is the next)
+            if schedule is not None and (len(schedule) <= done or schedule[done][0] > now):
+                continue
             snap = self._snapshot(dev)
             pending = [(t, xid) for t, xid in snap.xids[done:] if t <= snap.t]
             if pending and (best is None or pending[0][0] < best[0]):
@@ -937,6 +1176,48 @@ def _xid_schedule(model: DeviceModel) -> list[tuple[float, int]] | None:
     return xids if isinstance(xids, list) else None
 
 
+def _weak_callback(method: Callable[[], None]) -> Callable[[], None]:
+    """``method`` for a model to call back, without the model keeping the fake alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> None:
+        bound = ref()
+        if bound is not None:
+            bound()
+
+    return call
+
+
+# whole-array packers, made once per shape (array lengths and field lists vary little; the
+# caches are bounded all the same)
+_REPEATED: dict[tuple[str, int], struct.Struct] = {}
+_FIELD_ARRAYS: dict[bytes, struct.Struct] = {}
+_PACKER_CACHE_MAX = 512
+
+
+def _repeated(layout: struct.Struct, count: int) -> struct.Struct:
+    """``layout`` ``count`` times over: a whole array of structs in one pack or unpack."""
+    key = (layout.format, count)
+    packer = _REPEATED.get(key)
+    if packer is None:
+        if len(_REPEATED) >= _PACKER_CACHE_MAX:
+            _REPEATED.clear()
+        packer = _REPEATED[key] = struct.Struct("=" + layout.format[1:] * count)
+    return packer
+
+
+def _field_values_layout(uint: bytes) -> struct.Struct:
+    """A field-value array whose entry ``i`` holds a 4-byte value if ``uint[i]``, else an 8-byte one."""
+    assert _FV_UINT is not None and _FV_ULL is not None
+    packer = _FIELD_ARRAYS.get(uint)
+    if packer is None:
+        if len(_FIELD_ARRAYS) >= _PACKER_CACHE_MAX:
+            _FIELD_ARRAYS.clear()
+        body = "".join(_FV_UINT.format[1:] if flag else _FV_ULL.format[1:] for flag in uint)
+        packer = _FIELD_ARRAYS[uint] = struct.Struct("=" + body)
+    return packer
+
+
 def _pci_key(bus_id: str) -> tuple[int, int, int, int] | None:
     """(domain, bus, device, function) from "00000000:18:00.0" or the short "0000:18:00.0"."""
     try:
@@ -949,14 +1230,6 @@ def _pci_key(bus_id: str) -> tuple[int, int, int, int] | None:
 
 def _pct(ratio: float) -> int:
     return max(0, min(100, round(ratio * 100)))
-
-
-def _busy_pct(act: Activity) -> int:
-    return _pct(act.busy)
-
-
-def _memory_pct(act: Activity) -> int:
-    return _pct(act.memory_controller)
 
 
 _GPM_ACTIVITY = {
@@ -1001,17 +1274,74 @@ _GPM_INFO = {  # metric -> (shortName, longName, unit) as the driver fills them 
 _GPM_INFO_STRINGS = {
     metric: tuple(ctypes.c_char_p(text) for text in texts) for metric, texts in _GPM_INFO.items()
 }
-_GPM_INFO_POINTERS = {
-    metric: tuple(ctypes.cast(p, ctypes.c_void_p).value or 0 for p in strings)
-    for metric, strings in _GPM_INFO_STRINGS.items()
+
+
+def _text_address(text: ctypes.c_char_p) -> int:
+    return ctypes.cast(text, ctypes.c_void_p).value or 0
+
+
+_GPM_INFO_POINTERS: dict[int, tuple[int, int, int]] = {
+    metric: (_text_address(short), _text_address(long), _text_address(unit))
+    for metric, (short, long, unit) in _GPM_INFO_STRINGS.items()
 }
+
+
+def _ratio_pct(fraction: float) -> float:
+    return 100.0 * max(0.0, min(1.0, float(fraction)))
 
 
 def _gpm_value(metric: int, act: Activity, rates: list[float], has_nvlink: bool) -> float | None:
     attr = _GPM_ACTIVITY.get(metric)
     if attr is not None:
-        return 100.0 * max(0.0, min(1.0, float(getattr(act, attr))))
+        return _ratio_pct(getattr(act, attr))
     slot = _GPM_RATES.get(metric)
     if slot is None or (slot >= 2 and not has_nvlink):
         return None
     return max(0.0, rates[slot])
+
+
+_GPM_PLANS: dict[tuple[tuple[int, ...], bool], tuple[_GpmMetricPlan, ...]] = {}
+
+
+def _gpm_plan(metric_ids: tuple[int, ...], has_nvlink: bool) -> tuple[_GpmMetricPlan, ...]:
+    """How to answer each of ``metric_ids`` (what ``_gpm_value`` decides), made once per request shape."""
+    key = (metric_ids, has_nvlink)
+    plan = _GPM_PLANS.get(key)
+    if plan is None:
+        entries = []
+        for metric in metric_ids:
+            attr = _GPM_ACTIVITY.get(metric)
+            rate = _GPM_RATES.get(metric) if attr is None else None
+            if rate is not None and rate >= 2 and not has_nvlink:
+                rate = None
+            supported = attr is not None or rate is not None
+            info = _GPM_INFO_POINTERS.get(metric, (0, 0, 0)) if supported else (0, 0, 0)
+            entries.append(_GpmMetricPlan(metric, attr, rate, info))
+        if len(_GPM_PLANS) >= _PACKER_CACHE_MAX:
+            _GPM_PLANS.clear()
+        plan = _GPM_PLANS[key] = tuple(entries)
+    return plan
+
+
+def _gpm_results(act: Activity, plan: tuple[_GpmMetricPlan, ...]) -> _GpmResults:
+    flat: list[Any] = []
+    rates: list[tuple[int, int]] = []
+    for m in plan:
+        if m.attr is not None:
+            flat += (m.metric_id, C.SUCCESS, _ratio_pct(getattr(act, m.attr)), *m.info)
+        elif m.rate is not None:
+            rates.append((len(flat) + 2, m.rate))  # the value, filled in per call
+            flat += (m.metric_id, C.SUCCESS, 0.0, *m.info)
+        else:
+            flat += (m.metric_id, C.ERROR_NOT_SUPPORTED, 0.0, 0, 0, 0)
+    return _GpmResults(act, plan, flat, tuple(rates))
+
+
+def _percentages(dev: _Device, act: Activity) -> _Percentages:
+    """``act`` in integer percentages, reused while the model returns the very same object."""
+    pcts = dev.percentages
+    if pcts is None or pcts.activity is not act:
+        busy, memory = _pct(act.busy), _pct(act.memory_controller)
+        packed = _UTILIZATION.pack(busy, memory) if _UTILIZATION is not None else b""
+        pcts = dev.percentages = _Percentages(act, busy, memory, packed)
+    return pcts

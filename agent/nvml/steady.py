@@ -8,7 +8,8 @@ and one process holds most of the memory. Tests flip its fault toggles (``lost``
 ``hang_until``, ``xids``) and may give it MIG devices (``mig_uuids=``); the physics
 simulator provides richer models through the same protocol. Setting any public attribute
 bumps ``revision`` so that ``FakeNvml`` serves the change at once, without waiting for the
-clock to move.
+clock to move; a change of ``xids`` also calls the callbacks given to ``watch_xids`` (the
+fake's event wait sleeps until then, or until the next scheduled XID).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import dataclasses
 import hashlib
 import math
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agent.nvml import consts as C
 from agent.sim.device import Activity, DeviceSnapshot, SimIdentity
@@ -65,6 +66,10 @@ class SteadyDevice:
         mig_uuids: Sequence[str] = (),
     ) -> None:
         object.__setattr__(self, "revision", 0)
+        self._xid_watchers: list[Callable[[], None]] = []
+        # (revision, value) of what depends on the public attributes only, not on time
+        self._activity: tuple[int, Activity] | None = None
+        self._snapshot_template: tuple[int, DeviceSnapshot] | None = None
         self.spec = spec
         self.index = index
         identity = steady_identity(spec, index, seed)
@@ -93,10 +98,17 @@ class SteadyDevice:
         object.__setattr__(self, name, value)
         if not name.startswith("_") and name != "revision":
             object.__setattr__(self, "revision", getattr(self, "revision", 0) + 1)
+            if name == "xids":
+                for callback in list(getattr(self, "_xid_watchers", ())):
+                    callback()
 
     def add_xid(self, t: float, xid: int) -> None:
         """Raise ``xid`` at clock time ``t`` (use this rather than appending to ``xids``)."""
         self.xids = sorted([*self.xids, (t, xid)])
+
+    def watch_xids(self, callback: Callable[[], None]) -> None:
+        """Have ``callback()`` called whenever ``xids`` is set (``add_xid`` sets it)."""
+        self._xid_watchers.append(callback)
 
     # --------------------------------------------------------------- the load
     @property
@@ -126,8 +138,14 @@ class SteadyDevice:
 
     # --------------------------------------------------------------- DeviceModel
     def activity(self, t0: float, t1: float) -> Activity:
+        # the same for every window until an attribute changes: made once per revision (a
+        # read asks for about eight windows, and a frozen dataclass is slow to build)
+        revision = self.revision  # read first: a change after this only makes the next call redo it
+        cached = self._activity
+        if cached is not None and cached[0] == revision:
+            return cached[1]
         b = self.busy
-        return Activity(
+        act = Activity(
             busy=b,
             sm_active=0.95 * b,
             sm_occupancy=0.45 * b,
@@ -141,42 +159,74 @@ class SteadyDevice:
             fp64=0.0,
             memory_controller=0.9 * self.dram * b,
         )
+        self._activity = (revision, act)
+        return act
 
     def snapshot(self, t: float) -> DeviceSnapshot:
         spec = self.spec
+        template = self._template()
         elapsed = max(0.0, t - self.start)
         power = self.power_watts(t)
-        busy = self.busy > 0
-        sm = spec.max_sm_clock_mhz - 15 + self._noise(t, 5, 1) if busy else 345.0
-        hbm = spec.memory_bandwidth_bytes_per_second > 1e12
+        sm = spec.max_sm_clock_mhz - 15 + self._noise(t, 5, 1) if self.busy > 0 else 345.0
         temp = 32 + 0.055 * power * 700 / spec.tdp_watts + self._noise(t, 0.4, 2)
-        used = int(0.72 * spec.memory_bytes) if busy else 0
-        tdp_mw = spec.tdp_watts * 1000
-        return DeviceSnapshot(
+        nvlink_bytes = int(40e9 * self.busy * elapsed) if spec.has_nvlink else 0
+        # a copy of the template with what moves with time replaced: copy.copy's work without its
+        # overhead (the 48-argument constructor would cost more than all the arithmetic here)
+        snap: DeviceSnapshot = object.__new__(DeviceSnapshot)
+        fields = snap.__dict__
+        fields.update(template.__dict__)
+        fields.update(
             t=t,
-            lost=self.lost,
-            hang_until=self.hang_until,
             sm_clock_mhz=sm,
             graphics_clock_mhz=sm,
-            memory_clock_mhz=spec.max_memory_clock_mhz,
-            app_sm_clock_mhz=spec.max_sm_clock_mhz,
-            app_memory_clock_mhz=spec.max_memory_clock_mhz,
             power_average_mw=power * 1000,
             power_instant_mw=(power + self._noise(t * 3.1, 0.02 * spec.tdp_watts, 3)) * 1000,
             energy_mj=self._energy0_mj + int(self.energy_joules(t) * 1000),
+            temperature_gpu_c=temp,
+            temperature_memory_c=temp + 4 if template.temperature_memory_c is not None else None,
+            pcie_tx_bytes=int(2e9 * self.busy * elapsed),
+            pcie_rx_bytes=int(6e9 * self.busy * elapsed),
+            nvlink_tx_bytes=nvlink_bytes,
+            nvlink_rx_bytes=nvlink_bytes,
+            # containers of its own: no two snapshots share mutable state
+            thresholds_c=dict(template.thresholds_c),
+            fan_speeds_pct=list(self.fan_speeds_pct),
+            violation_ns=dict(template.violation_ns),
+            processes=list(template.processes),
+            process_sm_pct=dict(template.process_sm_pct),
+            xids=[x for x in self.xids if x[0] <= t],
+        )
+        return snap
+
+    def _template(self) -> DeviceSnapshot:
+        """What the snapshot holds apart from the time-dependent values, made once per revision."""
+        revision = self.revision  # read first, as in activity()
+        cached = self._snapshot_template
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        spec = self.spec
+        busy = self.busy > 0
+        hbm = spec.memory_bandwidth_bytes_per_second > 1e12
+        used = int(0.72 * spec.memory_bytes) if busy else 0
+        tdp_mw = spec.tdp_watts * 1000
+        template = DeviceSnapshot(
+            t=0.0,
+            lost=self.lost,
+            hang_until=self.hang_until,
+            memory_clock_mhz=spec.max_memory_clock_mhz,
+            app_sm_clock_mhz=spec.max_sm_clock_mhz,
+            app_memory_clock_mhz=spec.max_memory_clock_mhz,
             power_limit_mw=tdp_mw,
             power_default_limit_mw=tdp_mw,
             power_min_limit_mw=spec.min_power_limit_watts * 1000,
             power_max_limit_mw=tdp_mw,
-            temperature_gpu_c=temp,
-            temperature_memory_c=temp + 4 if hbm else None,
+            temperature_memory_c=0.0 if hbm else None,  # HBM reports a memory temperature
             thresholds_c={
                 C.THRESHOLD_SHUTDOWN: 92,
                 C.THRESHOLD_SLOWDOWN: 89,
                 C.THRESHOLD_MEM_MAX: 95,
                 C.THRESHOLD_GPU_MAX: 87,
             },
-            fan_speeds_pct=list(self.fan_speeds_pct),
             performance_state=0,
             clock_event_reasons=0 if busy else C.REASON_GPU_IDLE,
             supported_clock_event_reasons=0xFF,
@@ -184,19 +234,16 @@ class SteadyDevice:
             memory_total_bytes=spec.memory_bytes,
             memory_used_bytes=used,
             memory_reserved_bytes=int(0.6 * GIB) if spec.memory_bytes > 32 * GIB else int(0.3 * GIB),
-            pcie_tx_bytes=int(2e9 * self.busy * elapsed),
-            pcie_rx_bytes=int(6e9 * self.busy * elapsed),
             pcie_replay_count=0,
-            nvlink_tx_bytes=int(40e9 * self.busy * elapsed) if spec.has_nvlink else 0,
-            nvlink_rx_bytes=int(40e9 * self.busy * elapsed) if spec.has_nvlink else 0,
             ecc_volatile_corrected=self.ecc_corrected,
             ecc_volatile_uncorrected=self.ecc_uncorrected,
             ecc_aggregate_corrected=self.ecc_corrected,
             ecc_aggregate_uncorrected=self.ecc_uncorrected,
             processes=[(self.pid, used - int(0.5 * GIB))] if busy else [],
             process_sm_pct={self.pid: 100.0 * self.busy} if busy else {},
-            xids=[x for x in self.xids if x[0] <= t],
         )
+        self._snapshot_template = (revision, template)
+        return template
 
 
 def steady_fleet(spec: GpuSpec, count: int, *, seed: int = 0, **kwargs: float) -> list[SteadyDevice]:

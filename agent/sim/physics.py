@@ -336,6 +336,8 @@ class SimDevice:
         ]
         self._xids = sorted((e.at_s, e.xid) for e in events if e.gpu == index and e.kind == "xid" and e.xid)
         self._xid_times = [a for a, _ in self._xids]
+        # the schedule in clock time, published so the fake's event wait sleeps until the next one
+        self.xids: list[tuple[float, int]] = [(a + self.start, x) for a, x in self._xids]
         self._health = _health_steps([e for e in events if e.gpu == index])
         self._health_times = [h.at for h in self._health]
         self._unavailable = sorted(timeline.lost + timeline.hangs)

@@ -159,6 +159,8 @@ class ReplayDevice:
         self._interval = interval_s
         self._period = self._times[-1] - self._t0 + interval_s
         self._xids = sorted(xids)
+        # the schedule in clock time, published so the fake's event wait sleeps until the next one
+        self.xids: list[tuple[float, int]] = [(start + x_t - self._t0, xid) for x_t, xid in self._xids]
         # activity windows: reading i covers (times[i-1], times[i]]; the first one covers one interval
         self._bounds = [self._t0 - interval_s, *self._times]
         values = [_activity_values(r) for r in self.readings]

@@ -330,6 +330,120 @@ def test_snapshot_is_shared_within_an_instant_but_follows_model_changes() -> Non
     assert calls == base + 2
 
 
+# ---------------------------------------------------------------- what the fake keeps between calls
+class Switch(SteadyDevice):
+    """Returns whatever Activity object it holds: the fake keeps what it derived only for that object."""
+
+    current = Activity(busy=0.2, sm_active=0.2, memory_controller=0.1)
+
+    def activity(self, t0: float, t1: float) -> Activity:
+        return self.current
+
+
+class Accelerating(SteadyDevice):
+    """PCIe traffic that speeds up (1e9 * t^2 bytes) under a constant, cached activity."""
+
+    def snapshot(self, t: float) -> Any:
+        snap = super().snapshot(t)
+        snap.pcie_tx_bytes = int(1e9 * (t - T0) ** 2)
+        return snap
+
+
+def gpm_request(s1: Any, s2: Any, metrics: tuple[int, ...]) -> Any:
+    req = pynvml.c_nvmlGpmMetricsGet_t()
+    req.version, req.numMetrics, req.sample1, req.sample2 = 1, len(metrics), s1, s2
+    for i, metric in enumerate(metrics):
+        req.metrics[i].metricId = metric
+    return req
+
+
+def test_values_derived_from_an_activity_follow_a_new_activity_object() -> None:
+    clock, models, nvml = make(1, cls=Switch)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    s1, s2 = nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()
+    clock.advance(1.0)
+    nvml.nvmlGpmSampleGet(h, s1)
+    util = nvml.nvmlDeviceGetUtilizationRates(h)
+    _, samples = nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, 0)
+    assert (util.gpu, util.memory, samples[-1].sampleValue.uiVal) == (20, 10, 20)
+    clock.advance(1.0)
+    nvml.nvmlGpmSampleGet(h, s2)
+    req = gpm_request(s1, s2, (C.GPM_SM_UTIL,))
+    assert nvml.nvmlGpmMetricsGet(req).metrics[0].value == pytest.approx(20.0)
+    _, samples = nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, samples[-1].timeStamp)
+    assert [s.sampleValue.uiVal for s in samples] == [20] * 6
+    models[0].current = Activity(busy=0.7, sm_active=0.6, memory_controller=0.5)
+    clock.advance(1.0)
+    util = nvml.nvmlDeviceGetUtilizationRates(h)
+    _, newer = nvml.nvmlDeviceGetSamples(h, C.SAMPLING_GPU_UTILIZATION, samples[-1].timeStamp)
+    _, memory = nvml.nvmlDeviceGetSamples(h, 2, samples[-1].timeStamp)  # NVML_MEMORY_UTILIZATION_SAMPLES
+    assert (util.gpu, util.memory) == (70, 50)
+    assert [s.sampleValue.uiVal for s in newer] == [70] * 6 and [s.sampleValue.uiVal for s in memory] == [
+        50
+    ] * 6
+    nvml.nvmlGpmSampleGet(h, s1)
+    req = gpm_request(s2, s1, (C.GPM_SM_UTIL,))
+    assert nvml.nvmlGpmMetricsGet(req).metrics[0].value == pytest.approx(60.0)
+
+
+def test_gpm_results_follow_the_counters_and_the_request() -> None:
+    clock, _, nvml = make(1, cls=Accelerating)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    samples = [nvml.nvmlGpmSampleAlloc() for _ in range(3)]
+    for s in samples:
+        clock.advance(1.0)
+        nvml.nvmlGpmSampleGet(h, s)
+    metrics = (C.GPM_SM_UTIL, C.GPM_PCIE_TX_PER_SEC)
+    first = nvml.nvmlGpmMetricsGet(gpm_request(samples[0], samples[1], metrics))
+    second = nvml.nvmlGpmMetricsGet(gpm_request(samples[1], samples[2], metrics))
+    # the same activity (a steady model's cached object), but the traffic grew: 3e9 B/s, then 5e9
+    assert first.metrics[0].value == second.metrics[0].value == pytest.approx(100 * 0.95 * 0.85)
+    assert first.metrics[1].value == pytest.approx(3e9 / 2**20)
+    assert second.metrics[1].value == pytest.approx(5e9 / 2**20)
+    other = nvml.nvmlGpmMetricsGet(
+        gpm_request(samples[1], samples[2], (C.GPM_DRAM_BW_UTIL, 999, C.GPM_SM_UTIL))
+    )
+    got = [(m.metricId, m.nvmlReturn, m.value, m.metricInfo.shortName) for m in other.metrics[:3]]
+    assert got == [
+        (C.GPM_DRAM_BW_UTIL, C.SUCCESS, pytest.approx(100 * 0.4 * 0.85), b"DRAM_BW"),
+        (999, C.ERROR_NOT_SUPPORTED, 0.0, None),
+        (C.GPM_SM_UTIL, C.SUCCESS, pytest.approx(100 * 0.95 * 0.85), b"SM_UTIL"),
+    ]
+
+
+def test_field_value_answers_follow_the_request_and_faults_set_later() -> None:
+    _, _, nvml = make(1)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    energy, temp = C.FI_TOTAL_ENERGY_CONSUMPTION, C.FI_MEMORY_TEMP
+    first = nvml.nvmlDeviceGetFieldValues(h, [energy, temp])
+    assert [(v.fieldId, v.nvmlReturn, v.valueType) for v in first] == [
+        (energy, C.SUCCESS, C.VALUE_TYPE_UNSIGNED_LONG_LONG),
+        (temp, C.SUCCESS, C.VALUE_TYPE_UNSIGNED_INT),
+    ]
+    swapped = nvml.nvmlDeviceGetFieldValues(h, [temp, energy])
+    assert [v.fieldId for v in swapped] == [temp, energy]
+    assert swapped[0].value.uiVal == first[1].value.uiVal and swapped[1].value.ullVal == first[0].value.ullVal
+    nvml.fail_field(0, temp, C.ERROR_UNKNOWN)  # after the request was first seen
+    faulted = nvml.nvmlDeviceGetFieldValues(h, [energy, temp])
+    assert [v.nvmlReturn for v in faulted] == [C.SUCCESS, C.ERROR_UNKNOWN]
+    nvml.clear_faults()
+    assert [v.nvmlReturn for v in nvml.nvmlDeviceGetFieldValues(h, [energy, temp])] == [C.SUCCESS] * 2
+
+
+def test_gpm_samples_are_found_through_copies_and_not_after_free() -> None:
+    clock, _, nvml = make(1)
+    h = nvml.nvmlDeviceGetHandleByIndex(0)
+    sample = nvml.nvmlGpmSampleAlloc()
+    copy = ctypes.cast(sample, pynvml.c_nvmlGpmSample_t)
+    nvml.nvmlGpmSampleGet(h, copy)
+    clock.advance(1.0)
+    nvml.nvmlGpmSampleGet(h, sample)
+    nvml.nvmlGpmSampleFree(sample)
+    for freed in (sample, copy):
+        with pytest.raises(pynvml.NVMLError_InvalidArgument):
+            nvml.nvmlGpmSampleGet(h, freed)
+
+
 # ---------------------------------------------------------------- MIG
 MIG_A = "MIG-11111111-2222-4333-8444-555555555555"
 MIG_B = "MIG-66666666-7777-4888-8999-aaaaaaaaaaaa"

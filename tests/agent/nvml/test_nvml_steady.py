@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from agent.nvml import consts as C
 from agent.nvml.steady import SteadyDevice, steady_fleet
+from agent.sim.device import DeviceSnapshot
 from agent.specs import SPECS
 
 
@@ -65,3 +68,53 @@ def test_activity_is_constant_and_consistent() -> None:
     act = SteadyDevice(SPECS["H100-SXM"], 0, busy=0.5, tensor=0.4, dram=0.2).activity(0.0, 1.0)
     assert act.busy == 0.5 and act.tensor == pytest.approx(0.2) and act.dram == pytest.approx(0.1)
     assert act.sm_active <= act.busy
+
+
+def test_what_is_kept_between_calls_follows_every_change() -> None:
+    dev = SteadyDevice(SPECS["H100-SXM"], 0, busy=0.5)
+    assert dev.activity(0.0, 1.0) is dev.activity(5.0, 6.0)  # made once while nothing changes
+    before = dev.snapshot(10.0)
+    dev.busy = 0.25
+    assert dev.activity(0.0, 1.0).busy == 0.25
+    dev.ecc_corrected, dev.pid, dev.lost = 7, 4242, True
+    snap = dev.snapshot(10.0)
+    assert snap.ecc_volatile_corrected == snap.ecc_aggregate_corrected == 7 and snap.lost
+    assert snap.processes == [(4242, before.processes[0][1])] and snap.process_sm_pct == {4242: 25.0}
+    assert snap.power_average_mw < before.power_average_mw  # less load, less power
+    dev.busy = 0.0
+    idle = dev.snapshot(10.0)
+    assert (
+        idle.processes == [] and idle.clock_event_reasons == C.REASON_GPU_IDLE and idle.memory_used_bytes == 0
+    )
+    dev.spec = SPECS["L4"]
+    assert dev.snapshot(10.0).memory_total_bytes == SPECS["L4"].memory_bytes
+
+
+def test_snapshots_share_no_mutable_state() -> None:
+    dev = SteadyDevice(SPECS["H100-SXM"], 0, fan_speeds_pct=(40.0,))
+    dev.add_xid(1.0, 13)
+    first = dev.snapshot(5.0)
+    first.thresholds_c.clear()
+    first.violation_ns[74] = 99
+    first.processes.append((1, 2))
+    first.process_sm_pct[1] = 50.0
+    first.fan_speeds_pct.append(90.0)
+    first.xids.append((2.0, 79))
+    second = dev.snapshot(5.0)
+    assert second.thresholds_c[C.THRESHOLD_SLOWDOWN] == 89 and second.violation_ns[74] == 0
+    assert second.processes == [(4100, second.memory_used_bytes - 2**29)] and 1 not in second.process_sm_pct
+    assert second.fan_speeds_pct == [40.0] and second.xids == [(1.0, 13)]
+    # every field of the dataclass is there, as the constructor would have set it
+    assert set(vars(second)) == {f.name for f in dataclasses.fields(DeviceSnapshot)}
+    assert second == DeviceSnapshot(**vars(second))
+
+
+def test_watchers_hear_of_every_xid_change_and_nothing_else() -> None:
+    dev = SteadyDevice(SPECS["H100-SXM"], 0)
+    heard: list[list[tuple[float, int]]] = []
+    dev.watch_xids(lambda: heard.append(list(dev.xids)))
+    dev.busy = 0.5
+    dev.lost = True
+    dev.add_xid(3.0, 79)
+    dev.xids = []
+    assert heard == [[(3.0, 79)], []]

@@ -175,6 +175,8 @@ def test_faults_and_health_events() -> None:
           - {at_s: 13, gpu: 1, kind: row_remap_pending}
     """)
     g0, g1 = fleet.models
+    # the schedule is published up front (the fake's event wait sleeps until the next XID)
+    assert g0.xids == [(5.0, 79)] and g1.xids == []
     assert g0.snapshot(4.9).xids == [] and not g0.snapshot(4.9).lost
     assert g0.snapshot(5.5).xids == [(5.0, 79)]
     assert g0.snapshot(6.0).lost and g0.snapshot(19.9).lost

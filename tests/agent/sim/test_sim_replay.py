@@ -103,6 +103,9 @@ def test_record_then_replay_round_trip(tmp_path: Path, auto_clock) -> None:
     assert cap.header["format"] == "gpulse-capture" and cap.header["interval_s"] == 1.0
     assert [g["spec"] for g in cap.identities] == ["H100-SXM", "H100-SXM", "A100-SXM-80GB"]
     assert cap.xids[2] == [(12.0, 48)]
+    # replayed from clock time 100, the schedule is published in that clock's time
+    models = replay_models(cap, start=100.0)
+    assert models[2].xids == [(100.0 + 12.0 - cap.readings[2][0].timestamp, 48)] and models[0].xids == []
     times = [float(t) for t in range(2, 31)]
     replayed = _replayed(path, times)
     for t in times:
