@@ -42,7 +42,54 @@ def name_os_thread(name: str) -> None:
         pass
 
 
-_Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], float]
+class Batch:
+    """The calls handed out in one round; ``wait`` returns once every one of them has answered.
+
+    The waiter wakes once per round, not once per answer: at 64 GPUs, 64 wake-ups a second
+    (each one a fight for the interpreter lock with the workers still reading) were a
+    measurable share of the agent's CPU. A call that answers after its round is over
+    finishes only that old round, so a late answer never ends a later round's wait early.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._expected = 0
+        self._finished = 0
+        self._closed = False
+        self._done = threading.Event()
+
+    def add(self) -> None:
+        with self._lock:
+            self._expected += 1
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished += 1
+            if self._closed and self._finished >= self._expected:
+                self._done.set()
+
+    def close(self) -> None:
+        """No more calls will be added: from now on the batch is done when they have all answered."""
+        with self._lock:
+            self._closed = True
+            if self._finished >= self._expected:
+                self._done.set()
+
+    def cancel(self) -> None:
+        """End a wait at once (shutdown)."""
+        self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        """True when every call answered (or the batch was cancelled) within ``timeout`` seconds."""
+        return self._done.wait(max(0.0, timeout))
+
+    @property
+    def outstanding(self) -> int:
+        with self._lock:
+            return self._expected - self._finished
+
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], float, Batch | None]
 
 
 @dataclass(frozen=True)
@@ -83,11 +130,17 @@ class DeviceWorker:
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
         """Hand over a call; False (and nothing happens) while the previous one is still running."""
+        return self.submit_in(None, fn, *args, **kwargs)
+
+    def submit_in(self, batch: Batch | None, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        """``submit``, counting the call in ``batch`` (which it finishes when it answers)."""
         with self._lock:
             if self._submitted is not None or self._stopping:
                 return False
             submitted = self._submitted = self._clock.now()
-        self._jobs.put((fn, args, kwargs, submitted))
+        if batch is not None:
+            batch.add()  # before the job is queued: it cannot finish before it is counted
+        self._jobs.put((fn, args, kwargs, submitted, batch))
         return True
 
     def take(self) -> CallResult | None:
@@ -111,7 +164,7 @@ class DeviceWorker:
             job = self._jobs.get()
             if job is None or self._stopping:
                 return
-            fn, args, kwargs, submitted = job
+            fn, args, kwargs, submitted, batch = job
             start = time.perf_counter()
             value: Any = None
             error: Exception | None = None
@@ -123,5 +176,7 @@ class DeviceWorker:
             with self._lock:
                 self._result = result
                 self._submitted = None
+            if batch is not None:
+                batch.finish()
             if self._on_done is not None:
                 self._on_done(self)

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from agent.device_worker import CallResult, DeviceWorker, name_os_thread
+from agent.device_worker import Batch, CallResult, DeviceWorker, name_os_thread
 from agent.heap import HeapFreezer
 from agent.model import DeviceStatus, GpuIdentity, GpuProcess, GpuReading, HostReading, IntervalSignals
 from agent.snapshot import CollectorStatus, CounterKey, Snapshot
@@ -122,12 +121,9 @@ class Sampler:
         self._process_interval = runtime.settings.process_interval_seconds
         self.stop_event = threading.Event()
         self.gpu_ready = threading.Event()  # set once NVML is up (the XID thread waits for it)
-        # Workers post themselves here when a call finishes; only the sampler thread reads it
-        # and only the sampler thread touches _pending. None wakes a collect for shutdown.
-        self._done: queue.SimpleQueue[DeviceWorker | None] = queue.SimpleQueue()
-        self._pending: set[DeviceWorker] = set()
-        self._nvml_worker = DeviceWorker("gpulse-nvml-init", self._clock, self._on_done)
-        self._host_worker = DeviceWorker("gpulse-host", self._clock, self._on_done)
+        self._batch = Batch()  # the calls handed out in this round of the tick
+        self._nvml_worker = DeviceWorker("gpulse-nvml-init", self._clock)
+        self._host_worker = DeviceWorker("gpulse-host", self._clock)
         self._slots: dict[int, _Slot] = {}
         self._identities: dict[int, GpuIdentity] = {}
         self._nvml_state = "pending"  # pending | up | down
@@ -153,7 +149,7 @@ class Sampler:
 
     def request_stop(self) -> None:
         self.stop_event.set()
-        self._done.put(None)
+        self._batch.cancel()
 
     def join(self, timeout: float) -> bool:
         if self._thread is not None:
@@ -189,13 +185,12 @@ class Sampler:
         rt = self._rt
         clock = self._clock
         now = clock.now()
-        self._pending.clear()
+        self._batch = Batch()
         self._submit_nvml(now)
         host_late = self._host_worker.take()
         if host_late is not None:
             self._accept_host(host_late, late=True)
-        if self._host_worker.submit(rt.host.read, self._gpu_pids):
-            self._add_pending(self._host_worker)
+        self._host_worker.submit_in(self._batch, rt.host.read, self._gpu_pids)
         signals_cost = 0.0
         for slot in self._slots.values():
             late = slot.worker.take()  # answered after an earlier tick's deadline
@@ -207,6 +202,7 @@ class Sampler:
         deadline = time.monotonic() + COLLECT_FRACTION * self.interval / self._clock.speed
         self._collect(deadline)
         if self._take_nvml():  # NVML just came up: read the GPUs in this same tick
+            self._batch = Batch()
             for slot in self._slots.values():
                 self._submit_read(slot, now)
             self._collect(deadline)
@@ -264,9 +260,8 @@ class Sampler:
     def _submit_nvml(self, now: float) -> None:
         if self._nvml_state == "up" or now - self._nvml_tried < NVML_RETRY_SECONDS:
             return
-        if self._nvml_worker.submit(self._start_backend):
+        if self._nvml_worker.submit_in(self._batch, self._start_backend):
             self._nvml_tried = now
-            self._add_pending(self._nvml_worker)
 
     def _start_backend(self) -> tuple[bool, str, list[GpuIdentity]]:
         gpu = self._rt.gpu
@@ -297,7 +292,7 @@ class Sampler:
         log.info("%s", message)
         set_identity = getattr(self._rt.signals, "set_identity", None)
         for identity in identities:
-            worker = DeviceWorker(f"gpulse-gpu-{identity.index}", self._clock, self._on_done)
+            worker = DeviceWorker(f"gpulse-gpu-{identity.index}", self._clock)
             self._slots[identity.index] = _Slot(identity, worker)
             if set_identity is not None:
                 set_identity(identity.index, identity)
@@ -309,11 +304,10 @@ class Sampler:
 
     def _submit_read(self, slot: _Slot, now: float) -> None:
         processes = now - slot.processes_requested >= self._process_interval - 0.5 * self.interval
-        if slot.worker.submit(self._rt.gpu.read, slot.index, processes=processes):
+        if slot.worker.submit_in(self._batch, self._rt.gpu.read, slot.index, processes=processes):
             slot.declared = False
             if processes:
                 slot.processes_requested = now
-            self._add_pending(slot.worker)
 
     def _accept_result(self, slot: _Slot, result: CallResult) -> float:
         """Turn a finished call into a stored reading; returns the real seconds spent on signals."""
@@ -419,28 +413,12 @@ class Sampler:
 
     # --- collection -------------------------------------------------------------------
 
-    def _add_pending(self, worker: DeviceWorker) -> None:
-        self._pending.add(worker)
-
-    def _on_done(self, worker: DeviceWorker) -> None:  # on the worker's thread
-        self._done.put(worker)
-
     def _collect(self, deadline: float) -> None:
-        """Wait until every call handed out this tick has answered, or until ``deadline`` (monotonic)."""
-        pending = self._pending
-        while pending and not self.stop_event.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                worker = self._done.get(timeout=remaining)
-            except queue.Empty:
-                break
-            # A notice can be stale: a call that answered after an earlier tick's deadline posts
-            # one too, possibly after this tick handed the worker its next call. Only a worker
-            # with no call running has answered this tick's.
-            if worker is not None and not worker.outstanding:
-                pending.discard(worker)
+        """Wait until every call handed out this round has answered, or until ``deadline`` (monotonic)."""
+        batch = self._batch
+        batch.close()
+        if not self.stop_event.is_set():
+            batch.wait(deadline - time.monotonic())
 
     # --- snapshot ---------------------------------------------------------------------
 

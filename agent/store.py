@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import enum
+import functools
 import itertools
 import math
 import operator
@@ -33,16 +34,21 @@ from agent.snapshot import CounterKey, Snapshot
 from exporters.catalog import DEVICE_COUNTER_DELTAS, INTEGRATED_RATIOS
 
 
+def _getter(attrs: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """obj -> the tuple of its ``attrs``, in one C call."""
+    getter = operator.attrgetter(*attrs)
+    if len(attrs) == 1:  # attrgetter of one name returns the value itself, not a tuple
+        return lambda obj: (getter(obj),)
+    return getter
+
+
 # Driven by the exporter's catalog, so a ratio or device counter it lists is integrated
 # without a second hand-kept list here. Keys and getters are built once, at import.
 def _ratio_tables() -> tuple[tuple[CounterKey, ...], Callable[[Any], tuple[Any, ...]], int | None]:
     keys = tuple((name, labels) for _, name, labels in INTEGRATED_RATIOS)
-    attrs = [attr for attr, _, _ in INTEGRATED_RATIOS]
+    attrs = tuple(attr for attr, _, _ in INTEGRATED_RATIOS)
     busy = attrs.index("utilization_gpu_ratio") if "utilization_gpu_ratio" in attrs else None
-    getter = operator.attrgetter(*attrs)
-    if len(attrs) == 1:  # attrgetter of one name returns the value itself, not a tuple
-        return keys, lambda obj: (getter(obj),), busy
-    return keys, getter, busy
+    return keys, _getter(attrs), busy
 
 
 # (reading fields) -> values, and the counter key of each: activity ratio x dt -> seconds
@@ -51,6 +57,7 @@ BUSY_KEY: CounterKey = ("gpulse_gpu_busy_seconds_total", ())
 
 # (reading field, counter key): delta of a raw cumulative device counter
 _RAW: tuple[tuple[str, CounterKey], ...] = tuple((attr, (name, ())) for attr, name in DEVICE_COUNTER_DELTAS)
+_RAW_VALUES = _getter(tuple(attr for attr, _ in _RAW))
 
 _STATE_KEYS: dict[str, CounterKey] = {
     s: ("gpulse_gpu_state_seconds_total", (("state", s),)) for s in GPU_STATES
@@ -86,25 +93,28 @@ class Accumulator:
             return  # baselines survive: the next good reading books the whole delta since the last one
         counters = self._counters.setdefault(cur.index, {})
         baselines = self._baselines.setdefault(cur.index, {})
-        for attr, key in _RAW:
-            value = getattr(cur, attr)
+        for (attr, key), value in zip(_RAW, _RAW_VALUES(cur), strict=True):
             if value is None:
                 continue
             last = baselines.get(attr)
             baselines[attr] = value
             if last is None:
                 counters.setdefault(key, 0.0)
-            elif value >= last:
+            elif value > last:
                 counters[key] = counters.get(key, 0.0) + (value - last)
-            # value < last: the device counter was reset; skip this interval, keep the new baseline
+            # value == last: nothing to add (see _add); value < last: the device counter was reset,
+            # skip this interval and keep the new baseline
         dt = cur.timestamp - prev.timestamp if prev is not None and prev.status is DeviceStatus.OK else 0.0
         values = _RATIO_VALUES(cur)
         if _BUSY_INDEX is not None and cur.utilization_samples_ratio is not None:
             # the high-rate samples cover the whole interval; utilization.gpu only its tail
             values = (*values[:_BUSY_INDEX], cur.utilization_samples_ratio, *values[_BUSY_INDEX + 1 :])
         for key, ratio in zip(_RATIO_KEYS, values, strict=True):
-            if ratio is not None:
-                counters[key] = counters.get(key, 0.0) + (_clamp(ratio) * dt if dt > 0 else 0.0)
+            if ratio is None:
+                continue
+            seconds = (0.0 if ratio < 0.0 else 1.0 if ratio > 1.0 else ratio) * dt if dt > 0 else 0.0
+            if seconds or key not in counters:  # _add, inlined: the hottest loop of the store
+                counters[key] = counters.get(key, 0.0) + seconds
 
     def book(self, index: int, signals: IntervalSignals) -> None:
         """Add one interval's derived signals (see the runtime contract for the metric names)."""
@@ -115,26 +125,38 @@ class Accumulator:
                     counters[key] = 0.0
             for state, seconds in signals.state_seconds.items():
                 key = _STATE_KEYS.get(state) or ("gpulse_gpu_state_seconds_total", (("state", state),))
-                counters[key] = counters.get(key, 0.0) + seconds
-            counters[CLOCK_LOST_KEY] = counters.get(CLOCK_LOST_KEY, 0.0) + signals.clock_lost_seconds
+                _add(counters, key, seconds)
+            _add(counters, CLOCK_LOST_KEY, signals.clock_lost_seconds)
+        throttle_keys = self._throttle_keys
         for reason, seconds in signals.throttle_seconds.items():
-            key = _labelled(self._throttle_keys, "gpulse_gpu_throttle_seconds_total", "reason", reason)
-            counters[key] = counters.get(key, 0.0) + seconds
+            key = throttle_keys.get(reason) or _labelled(throttle_keys, "gpulse_gpu_throttle_seconds_total",
+                                                         "reason", reason)
+            _add(counters, key, seconds)
+        flops_keys = self._flops_keys
         for precision, flops in signals.estimated_flops.items():
-            key = _labelled(self._flops_keys, "gpulse_gpu_estimated_flops_total", "precision", precision)
-            counters[key] = counters.get(key, 0.0) + flops
+            key = flops_keys.get(precision) or _labelled(flops_keys, "gpulse_gpu_estimated_flops_total",
+                                                         "precision", precision)
+            _add(counters, key, flops)
         if signals.estimated_dram_bytes is not None:
-            counters[DRAM_BYTES_KEY] = counters.get(DRAM_BYTES_KEY, 0.0) + signals.estimated_dram_bytes
+            _add(counters, DRAM_BYTES_KEY, signals.estimated_dram_bytes)
         if signals.reported_flops or REPORTED_FLOPS_KEY in counters:
             # absent until a workload reports, so dashboards can prefer reported over estimated MFU
-            counters[REPORTED_FLOPS_KEY] = counters.get(REPORTED_FLOPS_KEY, 0.0) + signals.reported_flops
+            _add(counters, REPORTED_FLOPS_KEY, signals.reported_flops)
 
 
-def _clamp(ratio: float) -> float:
-    return 0.0 if ratio < 0.0 else 1.0 if ratio > 1.0 else ratio
+def _add(counters: dict[CounterKey, float], key: CounterKey, amount: float) -> None:
+    """``counters[key] += amount``, creating the key at 0.0.
+
+    Adding zero to a counter that exists is skipped: the value would not change (a sum that
+    starts at 0.0 is never -0.0: x + y is -0.0 only when both are), and the counter keeps its
+    float object, which tells the renderer at once that its line has not changed either.
+    """
+    if amount or key not in counters:
+        counters[key] = counters.get(key, 0.0) + amount
 
 
 Codec = tuple[Callable[[Any], Any], Callable[[Any], Any]]  # (freeze, thaw)
+FieldCodec = tuple[int, Callable[[Any], Any], Callable[[Any], Any]]  # (field index, freeze, thaw)
 
 
 class CompactRing:
@@ -151,27 +173,46 @@ class CompactRing:
 
     def __init__(self, cls: type, maxlen: int) -> None:
         self._cls = cls
-        self._names = tuple(f.name for f in dataclasses.fields(cls))
-        hints = typing.get_type_hints(cls)
-        self._codecs: tuple[tuple[int, Callable[[Any], Any], Callable[[Any], Any]], ...] = tuple(
-            (i, *codec) for i, name in enumerate(self._names) if (codec := _codec(hints[name])) is not None
-        )
+        self._names, self._codecs = _layout(cls)
+        self._values = _getter(self._names)
+        # dicts are frozen inline (the most common codec); the others through their codec
+        self._dicts = tuple(i for i, freeze, _ in self._codecs if freeze is _freeze_dict)
+        self._others = tuple(codec for codec in self._codecs if codec[0] not in self._dicts)
+        # field index -> (the items of the list last frozen there, its frozen form): see append
+        self._lists: dict[int, tuple[tuple[Any, ...], Any]] = {}
         self._items: deque[tuple[float, tuple[Any, ...]]] = deque(maxlen=maxlen)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def append(self, timestamp: float, record: Any) -> None:
-        values = [getattr(record, name) for name in self._names]
-        for i, freeze, _ in self._codecs:
-            if values[i] is not None:
-                values[i] = freeze(values[i])
+        values = list(self._values(record))
+        for i in self._dicts:
+            field = values[i]
+            if field:
+                values[i] = tuple(chain_items(field.items()))
+            elif field is not None:
+                values[i] = ()  # what freezing an empty dict gives
+        for i, freeze, _ in self._others:
+            field = values[i]
+            if field is None:
+                continue
+            if field.__class__ is list:
+                # A list of frozen dataclasses (the processes) is carried unchanged between polls:
+                # the same objects freeze to the same values.
+                items = tuple(field)
+                last = self._lists.get(i)
+                if last is not None and len(last[0]) == len(items) and all(map(operator.is_, items, last[0])):
+                    values[i] = last[1]
+                    continue
+                values[i] = freeze(field)
+                self._lists[i] = (items, values[i])
+            else:
+                values[i] = freeze(field)
         if self._items:
-            prev = self._items[-1][1]
-            for i, value in enumerate(values):
-                old = prev[i]
-                if value is not old and type(value) is type(old) and value == old:
-                    values[i] = old
+            # a value equal to the previous record's, of the same type, is stored as that one object
+            values = [old if value.__class__ is old.__class__ and value == old else value
+                      for value, old in zip(values, self._items[-1][1], strict=True)]
         self._items.append((timestamp, tuple(values)))
 
     def entries(self) -> list[tuple[float, tuple[Any, ...]]]:
@@ -192,6 +233,15 @@ class CompactRing:
             if values[i] is not None:
                 values[i] = thaw(values[i])
         return self._cls(*values)
+
+
+@functools.cache  # per record class: resolving the type hints takes about a millisecond
+def _layout(cls: type) -> tuple[tuple[str, ...], tuple[FieldCodec, ...]]:
+    """(field names, (index, freeze, thaw) of each field that needs a codec) of a dataclass."""
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    hints = typing.get_type_hints(cls)
+    codecs = tuple((i, *codec) for i, name in enumerate(names) if (codec := _codec(hints[name])) is not None)
+    return names, codecs
 
 
 def _codec(tp: Any) -> Codec | None:
@@ -219,8 +269,11 @@ def _codec(tp: Any) -> Codec | None:
     return None
 
 
+chain_items = itertools.chain.from_iterable
+
+
 def _freeze_dict(value: dict[Any, Any]) -> tuple[Any, ...]:
-    return tuple(itertools.chain.from_iterable(value.items()))
+    return tuple(chain_items(value.items()))
 
 
 def _thaw_dict(frozen: tuple[Any, ...]) -> dict[Any, Any]:

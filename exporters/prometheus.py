@@ -1,6 +1,7 @@
 """Prometheus exposition: one Snapshot in, ready bytes out, once per sampling tick.
 
-``render(snapshot)`` walks the snapshot once and builds every family's sample lines;
+``render(snapshot)`` walks the snapshot once and builds every family's sample lines,
+formatting again only the values that changed since the last render (see ``_Column``);
 the Prometheus text format 0.0.4 and OpenMetrics 1.0.0 share those lines and differ
 only in their metadata (OpenMetrics names a counter's family without ``_total`` and
 an info family without ``_info``, adds ``# UNIT`` and ends with ``# EOF``). A scrape
@@ -30,10 +31,13 @@ import logging
 import platform
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain
+from operator import attrgetter, is_
+from typing import Any
 
 import agent
-from agent.model import DeviceStatus, GpuIdentity, GpuReading, ProcessStats
+from agent.model import DeviceStatus, GpuIdentity, GpuProcess, GpuReading, ProcessStats
 from agent.snapshot import CounterKey, Snapshot
 from exporters.catalog import (
     BY_NAME,
@@ -46,6 +50,7 @@ from exporters.catalog import (
     INFO,
     NODE_COUNTER,
     NODE_GAUGE,
+    READING,
     MetricDef,
 )
 
@@ -89,6 +94,7 @@ _READING_SCALARS: tuple[tuple[str, str], ...] = (
     ("gpulse_gpu_pcie_replays_total", "pcie_replay_count"),
     ("gpulse_gpu_retired_pages_pending", "retired_pages_pending"),
 )
+_SCALAR_VALUES = attrgetter(*(attr for _, attr in _READING_SCALARS))  # reading -> a tuple of them
 # Single-label dict fields of GpuReading: (metric, attribute); the dict key is the label value.
 _READING_DICTS: tuple[tuple[str, str], ...] = (
     ("gpulse_gpu_temperature_celsius", "temperatures_celsius"),
@@ -154,21 +160,53 @@ def _om_header(m: MetricDef) -> str:
     return f"# HELP {fam} {m.help}\n# TYPE {fam} {m.type}\n{unit}"
 
 
-_TEXT_HEADERS = {m.name: _text_header(m) for m in CATALOG}
-_OM_HEADERS = {m.name: _om_header(m) for m in CATALOG}
+_TEXT_HEADERS = {m.name: _text_header(m).encode() for m in CATALOG}
+_OM_HEADERS = {m.name: _om_header(m).encode() for m in CATALOG}
 
 
 # --- caches (bounded: keys come from small vocabularies; cleared if they ever grow) ----------
+# Everything a render keeps for the next one. Entries are keyed by what they were made from (a
+# GPU's index, uuid and identity, a metric's key, a GPU's keys), so a GPU whose uuid changes or
+# a key that appears gets new ones; values are checked against the last ones on every render
+# (see _Column). ``clear_caches()`` empties them all.
 _CACHE_LIMIT = 50_000
-_gpu_labels_cache: dict[tuple[int, str], str] = {}
-_info_cache: dict[GpuIdentity, str] = {}
+_head_cache: dict[int, _GpuHead] = {}  # GPU index -> its labels and identity/status lines
 # feed -> snapshot key -> (family, label text), or None for a key that does not fit the catalog
 _key_caches: dict[str, dict[CounterKey, tuple[str, str] | None]] = {
     GPU_COUNTER: {}, GPU_GAUGE: {}, NODE_COUNTER: {}, NODE_GAUGE: {}}
-# (feed, GPU labels) -> (the GPU's keys last tick, their entries); see _gpu_entries
-_gpu_entry_cache: dict[tuple[str, str], tuple[tuple[CounterKey, ...], list[tuple[str, str] | None]]] = {}
+# (feed, labels of consecutive GPUs whose counters, gauges or readings' dict fields have the same
+# keys) -> their _Table, kept while the keys stay
+_table_cache: dict[tuple[str, tuple[str, ...]], _Table] = {}
+_TABLE_CACHE_LIMIT = 64  # a table holds a line prefix and a line per GPU and key (64 GPUs: up to 1 MB)
+# (GPU labels, reasons, supported reasons) -> gpulse_gpu_clock_event_active lines
+_clock_event_cache: dict[tuple[str, int, int | None], tuple[str, ...]] = {}
+# (GPU labels, remapped_rows items) -> (family, line) pairs
+_remap_cache: dict[tuple[str, tuple[tuple[str, object], ...]], tuple[tuple[str, str], ...]] = {}
+# GPU labels -> (its processes last render, their memory, SM and memory-utilization lines)
+_process_cache: dict[str, tuple[tuple[GpuProcess, ...], tuple[list[str], list[str], list[str]]]] = {}
+_body_cache: dict[str, tuple[list[str], bytes]] = {}  # family -> (its lines last render, their bytes)
 _MISSING: tuple[str, str] = ("", "")  # compared by identity: "not cached yet"
 _warned: set[str] = set()
+_render_lock = threading.Lock()
+
+_CACHES: tuple[dict[Any, Any], ...] = (
+    _head_cache, *_key_caches.values(), _table_cache, _clock_event_cache,
+    _remap_cache, _body_cache, _process_cache,
+)
+
+
+def clear_caches() -> None:
+    """Forget everything cached between renders (tests compare a warm render with a cold one)."""
+    with _render_lock:
+        for cache in _CACHES:
+            cache.clear()
+
+
+def _bounded(cache: dict[Any, Any]) -> dict[Any, Any]:
+    """``cache``, emptied first when it has grown past its limit (keys nobody uses any more)."""
+    if len(cache) > _CACHE_LIMIT:
+        cache.clear()
+    return cache
 
 
 def _warn_once(message: str) -> None:
@@ -177,34 +215,34 @@ def _warn_once(message: str) -> None:
         log.warning("%s", message)
 
 
-def _gpu_labels(index: int, uuid: str) -> str:
-    key = (index, uuid)
-    labels = _gpu_labels_cache.get(key)
-    if labels is None:
-        if len(_gpu_labels_cache) > _CACHE_LIMIT:
-            _gpu_labels_cache.clear()
-        labels = f'gpu="{index}",uuid="{escape_label_value(uuid)}"'
-        _gpu_labels_cache[key] = labels
-    return labels
+class _GpuHead:
+    """A GPU's labels and its info, up and status lines, kept while its identity, uuid and status stay."""
+
+    __slots__ = ("identity", "info", "labels", "states", "status", "up", "uuid")
+
+    def __init__(self, index: int, identity: GpuIdentity | None, uuid: str,
+                 status: DeviceStatus | None) -> None:
+        self.identity, self.uuid, self.status = identity, uuid, status
+        labels = self.labels = f'gpu="{index}",uuid="{escape_label_value(uuid)}"'
+        self.info = None if identity is None else _gpu_info_line(identity, labels)
+        current = None if status is None else status.value
+        self.up = f"gpulse_gpu_up{{{labels}}} {1 if current == DeviceStatus.OK.value else 0}"
+        self.states = () if current is None else tuple(
+            f'gpulse_gpu_status{{{labels},status="{state}"}} {1 if state == current else 0}'
+            for state in DEVICE_STATUSES)
 
 
 def _gpu_info_line(identity: GpuIdentity, labels: str) -> str:
-    line = _info_cache.get(identity)
-    if line is None:
-        if len(_info_cache) > _CACHE_LIMIT:
-            _info_cache.clear()
-        mig = None if identity.mig_mode is None else ("enabled" if identity.mig_mode else "disabled")
-        extra = (
-            ("name", identity.name), ("pci_bus_id", identity.pci_bus_id), ("serial", identity.serial),
-            ("vbios_version", identity.vbios_version), ("driver_version", identity.driver_version),
-            ("cuda_driver_version", identity.cuda_driver_version),
-            ("cuda_capability", identity.compute_capability), ("mig_mode", mig), ("brand", identity.brand),
-        )
-        # An unknown label is left out, never "".
-        present = "".join(f',{k}="{escape_label_value(v)}"' for k, v in extra if v)
-        line = f"gpulse_gpu_info{{{labels}{present}}} 1\n"
-        _info_cache[identity] = line
-    return line
+    mig = None if identity.mig_mode is None else ("enabled" if identity.mig_mode else "disabled")
+    extra = (
+        ("name", identity.name), ("pci_bus_id", identity.pci_bus_id), ("serial", identity.serial),
+        ("vbios_version", identity.vbios_version), ("driver_version", identity.driver_version),
+        ("cuda_driver_version", identity.cuda_driver_version),
+        ("cuda_capability", identity.compute_capability), ("mig_mode", mig), ("brand", identity.brand),
+    )
+    # An unknown label is left out, never "".
+    present = "".join(f',{k}="{escape_label_value(v)}"' for k, v in extra if v)
+    return f"gpulse_gpu_info{{{labels}{present}}} 1"
 
 
 def _resolve_key(feed: str, key: CounterKey) -> tuple[str, str] | None:
@@ -213,11 +251,8 @@ def _resolve_key(feed: str, key: CounterKey) -> tuple[str, str] | None:
     For per-GPU feeds the label text is the part after gpu/uuid (",state=\"idle\"");
     for node feeds it is the whole label set ("" for none).
     """
-    cache = _key_caches[feed]
     resolved = _resolve_key_uncached(feed, key)
-    if len(cache) > _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = resolved
+    _bounded(_key_caches[feed])[key] = resolved
     return resolved
 
 
@@ -252,14 +287,104 @@ def _resolve_key_uncached(feed: str, key: CounterKey) -> tuple[str, str] | None:
 
 _BUILD_INFO_LINE = (
     f'gpulse_build_info{{version="{escape_label_value(agent.__version__)}",'
-    f'python_version="{escape_label_value(platform.python_version())}"}} 1\n'
+    f'python_version="{escape_label_value(platform.python_version())}"}} 1'
 )
 
 
 # --- rendering -------------------------------------------------------------------------------
+# Lines are built without their newline; a family's body is "\n".join(lines + [""]).
+#
+# Most per-GPU series keep their value from one tick to the next (limits, peaks, thresholds,
+# counters that did not move), and formatting a float is the costliest step of a render. So
+# per-GPU series are rendered through ``_Column``s that keep last tick's values and lines and
+# format again only the values that changed. A column belongs to a fixed set of line prefixes
+# (GPU labels, keys): when those change, a new column is made. A ``_Table`` lays the series of
+# several GPUs out in one column, so the work per tick is a few passes in C, not a loop per GPU.
+
+
+class _Column:
+    """A run of series with fixed line prefixes, and the values and lines of its last render."""
+
+    __slots__ = ("counter", "lines", "prefixes", "values")
+
+    def __init__(self, prefixes: list[str | None], counter: bool = False) -> None:
+        self.prefixes = prefixes  # None: a key that does not fit the catalog, never a series
+        self.counter = counter  # a negative counter value gives no series
+        self.values: Sequence[Any] = ()
+        self.lines: list[str | None] = []
+
+    def lines_for(self, values: Sequence[Any]) -> list[str | None]:
+        """The line of each value (None: no series), reusing last render's where the value is unchanged."""
+        last = self.values
+        self.values = values
+        if len(last) != len(values):
+            self.lines = list(map(self._line, self.prefixes, values))
+        elif values == last and 0 not in values and tuple(map(type, values)) == tuple(map(type, last)):
+            pass  # nothing changed (checked in C): equal values of one type print the same, but 0.0 and -0.0
+        else:
+            counter, line = self.counter, self._line
+            # A value that is last render's object, or equal to it, of its type and not zero, keeps its
+            # line: a counter that did not move and a peak keep their objects from tick to tick.
+            self.lines = [
+                old if value is prev or (value == prev and value.__class__ is prev.__class__ and value)
+                else prefix + repr(value) if (value.__class__ is float and value - value == 0.0
+                                              and prefix is not None and not (counter and value < 0))
+                else line(prefix, value)
+                for old, value, prev, prefix in zip(self.lines, values, last, self.prefixes, strict=True)
+            ]
+        return self.lines
+
+    def _line(self, prefix: str | None, value: Any) -> str | None:
+        if prefix is None or (text := format_value(value)) is None or (self.counter and value < 0):
+            return None
+        return prefix + text
+
+
+class _Table:
+    """Series laid out as GPUs (rows, in index order) x positions, rendered through one flat _Column.
+
+    A position is a (family, labels after gpu/uuid) entry, None for one that is never a series.
+    ``runs`` are the (family, start, end) stretches of consecutive positions of one family; a
+    family's lines go out GPU-major, so a run is read out of the flat lines by extended slices.
+    """
+
+    __slots__ = ("column", "layout", "runs", "width")
+
+    def __init__(self, layout: object, gls: tuple[str, ...], entries: list[tuple[str, str] | None],
+                 counter: bool) -> None:
+        self.layout = layout  # what the entries were made from: a new layout needs a new table
+        self.width = len(entries)
+        self.column = _Column([None if entry is None else f"{entry[0]}{{{gl}{entry[1]}}} "
+                               for gl in gls for entry in entries], counter)
+        self.runs: list[tuple[str, int, int]] = []
+        for i, entry in enumerate(entries):
+            if entry is None:
+                continue
+            runs = self.runs
+            if runs and runs[-1][0] == entry[0] and runs[-1][2] == i:
+                runs[-1] = (entry[0], runs[-1][1], i + 1)
+            else:
+                runs.append((entry[0], i, i + 1))
+
+    def render(self, fam: dict[str, list[str]], rows: Iterable[Iterable[Any]]) -> None:
+        """Append the lines of ``rows`` (a row of ``width`` values per GPU) to their families."""
+        lines = self.column.lines_for(tuple(chain.from_iterable(rows)))
+        width = self.width
+        for family, start, end in self.runs:
+            if end - start == 1:
+                fam[family] += filter(None, lines[start::width])
+            else:  # a GPU's lines of this family together, GPU after GPU
+                per_key = [lines[i::width] for i in range(start, end)]
+                fam[family] += filter(None, chain.from_iterable(zip(*per_key, strict=True)))
+
 
 def render(snapshot: Snapshot) -> Exposition:
     """Render every catalog family that has a value in ``snapshot``."""
+    with _render_lock:  # the columns' memory of the last render is shared
+        return _render(snapshot)
+
+
+def _render(snapshot: Snapshot) -> Exposition:
     fam: dict[str, list[str]] = {m.name: [] for m in CATALOG}
 
     # GPUs: everything known by identity or by reading, in index order.
@@ -268,25 +393,28 @@ def render(snapshot: Snapshot) -> Exposition:
     indices = sorted(set(identities) | set(readings))
     gpu_labels: dict[int, str] = {}
     ok: list[tuple[str, GpuReading]] = []
+    ok_indices: set[int] = set()
     info, up, status = fam["gpulse_gpu_info"], fam["gpulse_gpu_up"], fam["gpulse_gpu_status"]
     for index in indices:
         identity = identities.get(index)
         reading = readings.get(index)
         uuid = identity.uuid if identity is not None else reading.uuid if reading is not None else ""
-        gl = gpu_labels[index] = _gpu_labels(index, uuid)
-        if identity is not None:
-            info.append(_gpu_info_line(identity, gl))
-        current = reading.status.value if reading is not None else None
-        up.append(f"gpulse_gpu_up{{{gl}}} {1 if current == DeviceStatus.OK.value else 0}\n")
-        if current is not None:
-            for state in DEVICE_STATUSES:
-                status.append(f'gpulse_gpu_status{{{gl},status="{state}"}} {1 if state == current else 0}\n')
-        if reading is not None and reading.status is DeviceStatus.OK:
+        current = reading.status if reading is not None else None
+        head = _head_cache.get(index)
+        if head is None or head.identity is not identity or head.status is not current or head.uuid != uuid:
+            head = _head_cache[index] = _GpuHead(index, identity, uuid, current)
+        gl = gpu_labels[index] = head.labels
+        if head.info is not None:
+            info.append(head.info)
+        up.append(head.up)
+        status += head.states
+        if current is DeviceStatus.OK:
+            assert reading is not None
             ok.append((gl, reading))
+            ok_indices.add(index)
 
     _render_readings(fam, ok)
     _render_gpu_keyed(fam, GPU_COUNTER, snapshot.gpu_counters, gpu_labels, set(gpu_labels))
-    ok_indices = {i for i in indices if (r := readings.get(i)) is not None and r.status is DeviceStatus.OK}
     _render_gpu_keyed(fam, GPU_GAUGE, snapshot.gpu_gauges, gpu_labels, ok_indices)
     _render_xids(fam, snapshot, gpu_labels)
     _render_node_keyed(fam, NODE_COUNTER, snapshot.node_counters)
@@ -296,131 +424,180 @@ def render(snapshot: Snapshot) -> Exposition:
         _render_processes(fam, snapshot.host.processes, fallback_info=not fam["gpulse_process_info"])
     _render_agent(fam, snapshot)
 
-    parts: list[tuple[str, str, str]] = []
+    parts: list[tuple[str, bytes]] = []
     series = 0
     for m in CATALOG:
         lines = fam[m.name]
         if lines:
             series += len(lines)
-            parts.append((_TEXT_HEADERS[m.name], _OM_HEADERS[m.name], "".join(lines)))
+            parts.append((m.name, _family_body(m.name, lines)))
     return Exposition(parts, series, snapshot.epoch)
 
 
-def _render_readings(fam: dict[str, list[str]], ok: list[tuple[str, GpuReading]]) -> None:
-    fmt = format_value
-    for name, attr in _READING_SCALARS:
-        lines = fam[name]
-        for gl, reading in ok:
-            value = getattr(reading, attr)
-            if value is None:
-                continue
-            if value.__class__ is float:  # the common case, inlined
-                if value - value == 0.0:
-                    lines.append(f"{name}{{{gl}}} {value!r}\n")
-            elif (text := fmt(value)) is not None:
-                lines.append(f"{name}{{{gl}}} {text}\n")
+def _family_body(name: str, lines: list[str]) -> bytes:
+    """A family's sample lines as bytes, kept while they stay the same (peaks, limits, states, info)."""
+    lines.append("")  # the last line's newline
+    cached = _body_cache.get(name)
+    if cached is not None and cached[0] == lines:  # lines reused from the columns compare by identity
+        return cached[1]
+    body = "\n".join(lines).encode()
+    _body_cache[name] = (lines, body)
+    return body
 
-    for name, attr in _READING_DICTS:
-        label = BY_NAME[name].own_labels[0]
-        lines = fam[name]
-        for gl, reading in ok:
-            for key, value in getattr(reading, attr).items():
-                if (text := fmt(value)) is not None:
-                    lines.append(f'{name}{{{gl},{label}="{escape_label_value(str(key))}"}} {text}\n')
+
+_ECC = "gpulse_gpu_ecc_errors_total"  # keyed by (counter, type)
+_SCALAR_ENTRIES: list[tuple[str, str] | None] = [(name, "") for name, _ in _READING_SCALARS]
+_DICT_FIELDS = attrgetter(*(attr for _, attr in _READING_DICTS))  # reading -> a tuple of its dict fields
+
+
+def _reading_entries(layout: tuple[tuple[Any, ...], ...]) -> list[tuple[str, str] | None]:
+    """The scalar metrics, then a series per key of each dict field (``layout``: their keys)."""
+    entries = list(_SCALAR_ENTRIES)
+    for (name, _), keys in zip(_READING_DICTS, layout, strict=True):
+        entries += _dict_entries(name, keys)
+    return entries
+
+
+def _key_labels(name: str, key: Any) -> str:
+    """The labels a GpuReading dict key stands for: sensor="gpu", or counter="volatile",type="corrected"."""
+    if name == _ECC:
+        counter, kind = key
+        return f'counter="{escape_label_value(counter)}",type="{escape_label_value(kind)}"'
+    return f'{BY_NAME[name].own_labels[0]}="{escape_label_value(str(key))}"'
+
+
+def _dict_entries(name: str, keys: tuple[Any, ...]) -> list[tuple[str, str] | None]:
+    return [(name, "," + _key_labels(name, key)) for key in keys]
+
+
+def _clock_event_lines(gl: str, mask: int, supported: int | None) -> tuple[str, ...]:
+    key = (gl, mask, supported)
+    lines = _clock_event_cache.get(key)
+    if lines is None:
+        lines = tuple(f'gpulse_gpu_clock_event_active{{{gl},reason="{reason}"}} {1 if mask & bit else 0}'
+                      for bit, reason in CLOCK_EVENT_BITS if supported is None or supported & bit)
+        _bounded(_clock_event_cache)[key] = lines
+    return lines
+
+
+def _remap_lines(gl: str, remapped: dict[str, int]) -> tuple[tuple[str, str], ...]:
+    """(family, line) per remapped_rows entry; counts change rarely, so lines are kept by value."""
+    key = (gl, tuple(remapped.items()))
+    lines = _remap_cache.get(key)
+    if lines is None:
+        out: list[tuple[str, str]] = []
+        for kind, value in remapped.items():
+            if (text := format_value(value)) is None:
+                continue
+            if kind == "pending":
+                out.append(("gpulse_gpu_row_remap_pending", f"gpulse_gpu_row_remap_pending{{{gl}}} {text}"))
+            elif kind == "failure":
+                out.append(("gpulse_gpu_row_remap_failure", f"gpulse_gpu_row_remap_failure{{{gl}}} {text}"))
+            else:
+                out.append(("gpulse_gpu_remapped_rows",
+                            f'gpulse_gpu_remapped_rows{{{gl},type="{escape_label_value(kind)}"}} {text}'))
+        lines = tuple(out)
+        # NaN is never equal to itself: such a key would never be found again
+        if all(value == value for value in remapped.values()):
+            _bounded(_remap_cache)[key] = lines
+    return lines
+
+
+def _render_readings(fam: dict[str, list[str]], ok: list[tuple[str, GpuReading]]) -> None:
+    if not ok:
+        return
+    # Scalars and single-label dict fields: a table per run of GPUs whose dicts have the same keys.
+    rows = []
+    for gl, reading in ok:
+        fields = _DICT_FIELDS(reading)
+        values = chain(_SCALAR_VALUES(reading), *[field.values() for field in fields])
+        rows.append((gl, tuple(map(tuple, fields)), values))
+    _render_rows(fam, READING, rows, _reading_entries)
 
     events = fam["gpulse_gpu_clock_event_active"]
-    ecc = fam["gpulse_gpu_ecc_errors_total"]
-    remapped = fam["gpulse_gpu_remapped_rows"]
-    pending, failure = fam["gpulse_gpu_row_remap_pending"], fam["gpulse_gpu_row_remap_failure"]
     for gl, reading in ok:
         mask = reading.clock_event_reasons
         if mask is not None:
-            supported = reading.supported_clock_event_reasons
-            for bit, reason in CLOCK_EVENT_BITS:
-                if supported is None or supported & bit:
-                    events.append(f'gpulse_gpu_clock_event_active{{{gl},reason="{reason}"}} '
-                                  f'{1 if mask & bit else 0}\n')
-        for (counter, kind), value in reading.ecc_errors.items():
-            if (text := fmt(value)) is not None and value >= 0:
-                ecc.append(f'gpulse_gpu_ecc_errors_total{{{gl},counter="{escape_label_value(counter)}",'
-                           f'type="{escape_label_value(kind)}"}} {text}\n')
-        for kind, value in reading.remapped_rows.items():
-            if (text := fmt(value)) is None:
-                continue
-            if kind == "pending":
-                pending.append(f"gpulse_gpu_row_remap_pending{{{gl}}} {text}\n")
-            elif kind == "failure":
-                failure.append(f"gpulse_gpu_row_remap_failure{{{gl}}} {text}\n")
-            else:
-                kind = escape_label_value(kind)
-                remapped.append(f'gpulse_gpu_remapped_rows{{{gl},type="{kind}"}} {text}\n')
+            events += _clock_event_lines(gl, mask, reading.supported_clock_event_reasons)
+        if reading.remapped_rows:
+            for family, line in _remap_lines(gl, reading.remapped_rows):
+                fam[family].append(line)
+    ecc = [(gl, tuple(errors), errors.values()) for gl, reading in ok if (errors := reading.ecc_errors)]
+    _render_rows(fam, _ECC, ecc, functools.partial(_dict_entries, _ECC), counter=True)
 
     memory = fam["gpulse_process_gpu_memory_bytes"]
     sm = fam["gpulse_process_gpu_sm_utilization_ratio"]
     mem_util = fam["gpulse_process_gpu_memory_utilization_ratio"]
     for gl, reading in ok:
-        if not reading.processes:
-            continue
-        seen: set[int] = set()
-        for proc in reading.processes:
-            if proc.pid in seen:  # NVML can list a pid twice (several contexts): one series each
-                continue
-            seen.add(proc.pid)
-            labels = f'{gl},pid="{proc.pid}"'
-            if proc.used_memory_bytes is not None and (text := fmt(proc.used_memory_bytes)) is not None:
-                memory.append(f"gpulse_process_gpu_memory_bytes{{{labels}}} {text}\n")
-            if proc.sm_ratio is not None and (text := fmt(proc.sm_ratio)) is not None:
-                sm.append(f"gpulse_process_gpu_sm_utilization_ratio{{{labels}}} {text}\n")
-            if proc.memory_util_ratio is not None and (text := fmt(proc.memory_util_ratio)) is not None:
-                mem_util.append(f"gpulse_process_gpu_memory_utilization_ratio{{{labels}}} {text}\n")
+        if reading.processes:
+            lines = _process_lines(gl, reading.processes)
+            memory += lines[0]
+            sm += lines[1]
+            mem_util += lines[2]
 
 
-def _gpu_entries(feed: str, gl: str, keys: tuple[CounterKey, ...]) -> list[tuple[str, str] | None]:
-    """(family, line prefix) per key of one GPU's counters or gauges, None for keys that do not fit.
+def _process_lines(gl: str, processes: list[GpuProcess]) -> tuple[list[str], list[str], list[str]]:
+    """Memory, SM and memory-utilization lines of one GPU's processes.
 
-    A GPU's keys rarely change between ticks (the same key objects, in the same order), so the
-    list is reused while they do not: no key is hashed on the hot path.
+    Kept while the list holds the same GpuProcess objects (frozen): the sampler carries one list
+    between process polls.
     """
-    cached = _gpu_entry_cache.get((feed, gl))
-    if cached is not None and cached[0] == keys:
+    procs = tuple(processes)
+    cached = _process_cache.get(gl)
+    if cached is not None and len(cached[0]) == len(procs) and all(map(is_, procs, cached[0])):
         return cached[1]
-    cache = _key_caches[feed]
-    entries: list[tuple[str, str] | None] = []
-    for key in keys:
-        resolved = cache.get(key, _MISSING)
-        if resolved is _MISSING:
-            resolved = _resolve_key(feed, key)
-        entries.append(None if resolved is None else (resolved[0], f"{resolved[0]}{{{gl}{resolved[1]}}} "))
-    if len(_gpu_entry_cache) > _CACHE_LIMIT:
-        _gpu_entry_cache.clear()
-    _gpu_entry_cache[(feed, gl)] = (keys, entries)
-    return entries
+    fmt = format_value
+    memory: list[str] = []
+    sm: list[str] = []
+    mem_util: list[str] = []
+    seen: set[int] = set()
+    for proc in procs:
+        if proc.pid in seen:  # NVML can list a pid twice (several contexts): one series each
+            continue
+        seen.add(proc.pid)
+        labels = f'{gl},pid="{proc.pid}"'
+        if proc.used_memory_bytes is not None and (text := fmt(proc.used_memory_bytes)) is not None:
+            memory.append(f"gpulse_process_gpu_memory_bytes{{{labels}}} {text}")
+        if proc.sm_ratio is not None and (text := fmt(proc.sm_ratio)) is not None:
+            sm.append(f"gpulse_process_gpu_sm_utilization_ratio{{{labels}}} {text}")
+        if proc.memory_util_ratio is not None and (text := fmt(proc.memory_util_ratio)) is not None:
+            mem_util.append(f"gpulse_process_gpu_memory_utilization_ratio{{{labels}}} {text}")
+    lines = (memory, sm, mem_util)
+    _bounded(_process_cache)[gl] = (procs, lines)
+    return lines
 
 
 def _render_gpu_keyed(fam: dict[str, list[str]], feed: str, per_gpu: Mapping[int, Mapping[CounterKey, float]],
                       gpu_labels: dict[int, str], allowed: set[int]) -> None:
-    # The hottest loop of a render (dozens of keys per GPU): float formatting is inlined.
-    counter = feed == GPU_COUNTER
-    for index in sorted(per_gpu):
-        if index not in allowed:
+    cache = _key_caches[feed]
+
+    def entries(keys: tuple[CounterKey, ...]) -> list[tuple[str, str] | None]:
+        return [cache[key] if key in cache else _resolve_key(feed, key) for key in keys]
+
+    rows = [(gpu_labels[index], tuple(values), values.values())
+            for index in sorted(per_gpu) if index in allowed and (values := per_gpu[index]) is not None]
+    _render_rows(fam, feed, rows, entries, counter=feed == GPU_COUNTER)
+
+
+def _render_rows(fam: dict[str, list[str]], kind: str, rows: Sequence[tuple[str, Any, Iterable[Any]]],
+                 entries: Callable[[Any], list[tuple[str, str] | None]], counter: bool = False) -> None:
+    """Rows of (GPU labels, layout, values) in GPU order: a _Table per run of GPUs with the same layout.
+
+    ``entries(layout)`` gives each value's (family, labels after gpu/uuid), None for one never exported.
+    """
+    start = 0
+    for end in range(1, len(rows) + 1):
+        if end < len(rows) and rows[end][1] == rows[start][1]:
             continue
-        values = per_gpu[index]
-        entries = _gpu_entries(feed, gpu_labels[index], tuple(values))
-        for entry, value in zip(entries, values.values(), strict=True):
-            if entry is None:
-                continue
-            if value.__class__ is float:
-                if value - value != 0.0:
-                    continue
-                text = repr(value)
-            else:
-                formatted = format_value(value)
-                if formatted is None:
-                    continue
-                text = formatted
-            if counter and value < 0:
-                continue
-            fam[entry[0]].append(entry[1] + text + "\n")
+        layout = rows[start][1]
+        table_key = (kind, tuple(row[0] for row in rows[start:end]))
+        table = _table_cache.get(table_key)
+        if table is None or table.layout != layout:  # a GPU's keys rarely change between ticks
+            if len(_table_cache) > _TABLE_CACHE_LIMIT:
+                _table_cache.clear()
+            table = _table_cache[table_key] = _Table(layout, table_key[1], entries(layout), counter)
+        table.render(fam, [row[2] for row in rows[start:end]])
+        start = end
 
 
 def _render_node_keyed(fam: dict[str, list[str]], feed: str, values: Mapping[CounterKey, float]) -> None:
@@ -442,7 +619,7 @@ def _render_node_keyed(fam: dict[str, list[str]], feed: str, values: Mapping[Cou
             if text is None or (metric.type == COUNTER and value < 0):
                 continue
         seen.add(resolved)
-        fam[name].append(f"{name}{{{labels}}} {text}\n" if labels else f"{name} {text}\n")
+        fam[name].append(f"{name}{{{labels}}} {text}" if labels else f"{name} {text}")
 
 
 def _render_xids(fam: dict[str, list[str]], snapshot: Snapshot, gpu_labels: dict[int, str]) -> None:
@@ -450,17 +627,17 @@ def _render_xids(fam: dict[str, list[str]], snapshot: Snapshot, gpu_labels: dict
     for (index, xid), count in sorted(snapshot.xid_counts.items()):
         gl = gpu_labels.get(index)
         if gl is not None and count >= 0:
-            lines.append(f'gpulse_gpu_xid_errors_total{{{gl},xid="{xid}"}} {count}\n')
+            lines.append(f'gpulse_gpu_xid_errors_total{{{gl},xid="{xid}"}} {count}')
     lines = fam["gpulse_gpu_xid_last_seen_timestamp_seconds"]
     for index, when in sorted(snapshot.xid_last_seen.items()):
         gl = gpu_labels.get(index)
         if gl is not None and (text := format_value(when)) is not None:
-            lines.append(f"gpulse_gpu_xid_last_seen_timestamp_seconds{{{gl}}} {text}\n")
+            lines.append(f"gpulse_gpu_xid_last_seen_timestamp_seconds{{{gl}}} {text}")
 
 
 def _scalar(fam: dict[str, list[str]], name: str, value: object) -> None:
     if value is not None and (text := format_value(value)) is not None:
-        fam[name].append(f"{name} {text}\n")
+        fam[name].append(f"{name} {text}")
 
 
 def _render_host(fam: dict[str, list[str]], snapshot: Snapshot) -> None:
@@ -469,13 +646,13 @@ def _render_host(fam: dict[str, list[str]], snapshot: Snapshot) -> None:
     lines = fam["gpulse_host_cpu_seconds_total"]
     for mode, seconds in host.cpu_seconds.items():
         if (text := format_value(seconds)) is not None:
-            lines.append(f'gpulse_host_cpu_seconds_total{{mode="{escape_label_value(mode)}"}} {text}\n')
+            lines.append(f'gpulse_host_cpu_seconds_total{{mode="{escape_label_value(mode)}"}} {text}')
     _scalar(fam, "gpulse_host_cpus", host.cpu_count)
     if host.load_average is not None:
         lines = fam["gpulse_host_load_average"]
         for window, load in zip(("1m", "5m", "15m"), host.load_average, strict=False):
             if (text := format_value(load)) is not None:
-                lines.append(f'gpulse_host_load_average{{window="{window}"}} {text}\n')
+                lines.append(f'gpulse_host_load_average{{window="{window}"}} {text}')
     _scalar(fam, "gpulse_host_memory_total_bytes", host.memory_total_bytes)
     _scalar(fam, "gpulse_host_memory_available_bytes", host.memory_available_bytes)
     _scalar(fam, "gpulse_host_swap_total_bytes", host.swap_total_bytes)
@@ -485,7 +662,7 @@ def _render_host(fam: dict[str, list[str]], snapshot: Snapshot) -> None:
         for kind, seconds in kinds.items():
             if (text := format_value(seconds)) is not None:
                 lines.append(f'gpulse_host_pressure_stall_seconds_total{{resource="{escape_label_value(resource)}",'
-                             f'kind="{escape_label_value(kind)}"}} {text}\n')
+                             f'kind="{escape_label_value(kind)}"}} {text}')
     _scalar(fam, "gpulse_host_disk_read_bytes_total", host.disk_read_bytes)
     _scalar(fam, "gpulse_host_disk_written_bytes_total", host.disk_write_bytes)
     _scalar(fam, "gpulse_host_disk_busy_seconds_total", host.disk_busy_seconds)
@@ -506,40 +683,40 @@ def _render_processes(fam: dict[str, list[str]], processes: Mapping[int, Process
         if fallback_info:
             present = (("comm", proc.comm), ("user", proc.user))
             extra = "".join(f',{k}="{escape_label_value(v)}"' for k, v in present if v)
-            info.append(f"gpulse_process_info{{{pl}{extra}}} 1\n")
+            info.append(f"gpulse_process_info{{{pl}{extra}}} 1")
         if (text := fmt(proc.cpu_user_seconds)) is not None:
-            cpu.append(f'gpulse_process_cpu_seconds_total{{{pl},mode="user"}} {text}\n')
+            cpu.append(f'gpulse_process_cpu_seconds_total{{{pl},mode="user"}} {text}')
         if (text := fmt(proc.cpu_system_seconds)) is not None:
-            cpu.append(f'gpulse_process_cpu_seconds_total{{{pl},mode="system"}} {text}\n')
+            cpu.append(f'gpulse_process_cpu_seconds_total{{{pl},mode="system"}} {text}')
         if proc.threads_total > 0:  # 0 threads means the task list was not read
             other = proc.threads_total - proc.threads_running - proc.threads_blocked_io
-            threads.append(f'gpulse_process_threads{{{pl},state="running"}} {proc.threads_running}\n')
-            threads.append(f'gpulse_process_threads{{{pl},state="blocked_io"}} {proc.threads_blocked_io}\n')
+            threads.append(f'gpulse_process_threads{{{pl},state="running"}} {proc.threads_running}')
+            threads.append(f'gpulse_process_threads{{{pl},state="blocked_io"}} {proc.threads_blocked_io}')
             if other >= 0:
-                threads.append(f'gpulse_process_threads{{{pl},state="other"}} {other}\n')
+                threads.append(f'gpulse_process_threads{{{pl},state="other"}} {other}')
         for lines, name, attr in optional:
             value = getattr(proc, attr)
             if value is not None and (text := fmt(value)) is not None:
-                lines.append(f"{name}{{{pl}}} {text}\n")
+                lines.append(f"{name}{{{pl}}} {text}")
 
 
 def _render_agent(fam: dict[str, list[str]], snapshot: Snapshot) -> None:
     fam["gpulse_build_info"].append(_BUILD_INFO_LINE)
-    fam["gpulse_nvml_up"].append(f"gpulse_nvml_up {1 if snapshot.nvml_up else 0}\n")
+    fam["gpulse_nvml_up"].append(f"gpulse_nvml_up {1 if snapshot.nvml_up else 0}")
     success = fam["gpulse_collector_success"]
     duration = fam["gpulse_collector_duration_seconds"]
     last = fam["gpulse_collector_last_success_timestamp_seconds"]
     for name in sorted(snapshot.collectors):
         status = snapshot.collectors[name]
         cl = f'collector="{escape_label_value(name)}"'
-        success.append(f"gpulse_collector_success{{{cl}}} {1 if status.success else 0}\n")
+        success.append(f"gpulse_collector_success{{{cl}}} {1 if status.success else 0}")
         if (text := format_value(status.duration_seconds)) is not None:
-            duration.append(f"gpulse_collector_duration_seconds{{{cl}}} {text}\n")
+            duration.append(f"gpulse_collector_duration_seconds{{{cl}}} {text}")
         if status.last_success is not None:
             # last_success is clock time; the snapshot pairs a clock reading with its epoch.
             when = format_value(snapshot.epoch - (snapshot.timestamp - status.last_success))
             if when is not None:
-                last.append(f"gpulse_collector_last_success_timestamp_seconds{{{cl}}} {when}\n")
+                last.append(f"gpulse_collector_last_success_timestamp_seconds{{{cl}}} {when}")
     _scalar(fam, "gpulse_last_sample_timestamp_seconds", snapshot.epoch)
     _scalar(fam, "gpulse_sampling_interval_seconds", snapshot.interval_seconds)
     _scalar(fam, "gpulse_sampler_ticks_total", snapshot.ticks)
@@ -550,16 +727,22 @@ def _render_agent(fam: dict[str, list[str]], snapshot: Snapshot) -> None:
 class Exposition:
     """One tick's exposition: the text body ready, OpenMetrics and gzip bodies built on first use."""
 
-    def __init__(self, parts: list[tuple[str, str, str]], series: int, timestamp: float) -> None:
+    def __init__(self, parts: list[tuple[str, bytes]], series: int, timestamp: float) -> None:
+        """``parts``: (family name, its sample lines) per family, in catalog order."""
         self.series = series  # number of samples
         self.families = len(parts)
         self.timestamp = timestamp  # epoch seconds of the snapshot
         self._parts = parts
         self.requested: set[tuple[str, bool]] = set()  # (format, gzip) asked for through negotiate()
         self._lock = threading.Lock()
-        self._bodies: dict[tuple[str, bool], bytes] = {
-            (TEXT, False): "".join(text + body for text, _, body in parts).encode(),
-        }
+        self._bodies: dict[tuple[str, bool], bytes] = {(TEXT, False): self._join(_TEXT_HEADERS, b"")}
+
+    def _join(self, headers: dict[str, bytes], end: bytes) -> bytes:
+        flat: list[bytes] = []
+        for name, lines in self._parts:
+            flat += (headers[name], lines)
+        flat.append(end)
+        return b"".join(flat)
 
     @property
     def prepared(self) -> set[tuple[str, bool]]:
@@ -581,7 +764,7 @@ class Exposition:
                 if compressed:
                     body = gzip.compress(plain, compresslevel=GZIP_LEVEL, mtime=0)
                 else:  # only OpenMetrics is built lazily
-                    body = ("".join(om + lines for _, om, lines in self._parts) + "# EOF\n").encode()
+                    body = self._join(_OM_HEADERS, b"# EOF\n")
                 self._bodies[key] = body
         return body
 

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 THERMAL_HEADROOM = "gpulse_gpu_thermal_headroom_celsius"
 POWER_HEADROOM = "gpulse_gpu_power_headroom_watts"
+# One key object for every tick and GPU: the renderer compares a GPU's keys by identity first.
+_THERMAL_KEY: CounterKey = (THERMAL_HEADROOM, ())
+_POWER_KEY: CounterKey = (POWER_HEADROOM, ())
 
 
 class _GpuState:
@@ -36,6 +39,8 @@ class _GpuState:
         self.last_shares: dict[str, float] = {}  # state shares of the last interval read OK
 
 
+# (host_prev, host, {pids of an owner tree: its verdict between those host readings})
+_Verdicts = tuple[HostReading | None, HostReading, dict[tuple[int, ...], starvation.Verdict]]
 _NOT_STARVED = starvation.Verdict(starvation.STARVED_OTHER)  # never booked: the GPU executed all the time
 
 
@@ -55,6 +60,9 @@ class SignalEngine:
         self._warned: set[str] = set()
         self._gpus: dict[int, _GpuState] = {}
         self._trees: tuple[HostReading, dict[int, dict[int, ProcessStats]]] | None = None  # per host reading
+        # (host_prev, host, {pids of an owner tree, in order: its verdict}): GPUs driven by one process
+        # tree (one job on all of a node's GPUs) share one judgement of that tree per host reading.
+        self._verdicts: _Verdicts | None = None
         # (host reading, pid -> gpus), rebuilt once per host reading
         self._pid_map: tuple[HostReading, dict[int, tuple[int, ...]]] | None = None
         # Other features append (gpu index, window seconds) -> evidence text for the diagnosis,
@@ -92,7 +100,9 @@ class SignalEngine:
     # --- per interval ----------------------------------------------------------------
     def interval(self, index: int, prev: GpuReading | None, cur: GpuReading, host: HostReading | None,
                  dt: float) -> IntervalSignals:
-        gpu = self._gpus.setdefault(index, _GpuState())
+        gpu = self._gpus.get(index)
+        if gpu is None:
+            gpu = self._gpus[index] = _GpuState()
         sig = IntervalSignals(dt=dt)
         self._observe_host(gpu, host)
         if dt <= 0:
@@ -110,7 +120,8 @@ class SignalEngine:
         if cur.processes is not None:
             gpu.pids = frozenset(p.pid for p in cur.processes)
         sig.throttle_seconds = throttling.throttle_seconds(prev, cur, dt)
-        sig.reported_flops = self.reports.take(index, lambda pid: self._gpus_of(pid, host), cur.timestamp)
+        if self.reports.active:
+            sig.reported_flops = self.reports.take(index, lambda pid: self._gpus_of(pid, host), cur.timestamp)
         before = gpu.clock_hz
         gpu.clock_hz = mfu.active_clock_hz(cur, before)
         clock = gpu.clock_hz if before is None or gpu.clock_hz is None else (before + gpu.clock_hz) / 2
@@ -159,7 +170,17 @@ class SignalEngine:
             if self._trees is None or self._trees[0] is not gpu.host:
                 self._trees = (gpu.host, starvation.owner_trees(gpu.host))
             tree = self._trees[1].get(index, {})
-            gpu.verdict = starvation.classify(index, gpu.host_prev, gpu.host, self.settings, tree)
+            verdicts = self._verdicts
+            if verdicts is None or verdicts[0] is not gpu.host_prev or verdicts[1] is not gpu.host:
+                verdicts = self._verdicts = (gpu.host_prev, gpu.host, {})
+            # The verdict depends on the tree's processes (the same objects for the same pids within
+            # one host reading) and their order (the CPU sums), not on the GPU.
+            key = tuple(tree)
+            verdict = verdicts[2].get(key)
+            if verdict is None:
+                verdict = starvation.classify(index, gpu.host_prev, gpu.host, self.settings, tree)
+                verdicts[2][key] = verdict
+            gpu.verdict = verdict
         return gpu.verdict
 
     def _gpus_of(self, pid: int, host: HostReading | None) -> tuple[int, ...]:
@@ -184,8 +205,8 @@ class SignalEngine:
         if reading.status is DeviceStatus.OK:
             thermal = throttling.thermal_headroom(reading)
             if thermal is not None:
-                out[(THERMAL_HEADROOM, ())] = thermal
+                out[_THERMAL_KEY] = thermal
             power = throttling.power_headroom(reading)
             if power is not None:
-                out[(POWER_HEADROOM, ())] = power
+                out[_POWER_KEY] = power
         return out

@@ -101,6 +101,12 @@ class ReportedFlops:
                 credit += w.pending.pop(index, 0.0)
         return credit
 
+    @property
+    def active(self) -> bool:
+        """Whether any workload has reported (read without the lock: a report that races this
+        is credited at the next ``take``, as if it had come just after)."""
+        return bool(self._workloads)
+
     def pids(self) -> list[int]:
         with self._lock:
             return list(self._workloads)

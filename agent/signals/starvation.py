@@ -16,6 +16,7 @@ Rules are checked in this order, first match wins (thresholds in SignalSettings)
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -58,9 +59,14 @@ def owner_tree(host: HostReading, index: int) -> dict[int, ProcessStats]:
 
 def process_label(p: ProcessStats) -> str:
     """``python train.py`` or ``python3 -m vllm.entrypoints.openai.api_server``; else the command name."""
-    argv = p.cmdline.split()
+    return _label(p.cmdline, p.comm)
+
+
+@functools.lru_cache(maxsize=1024)  # a process keeps its command line: judged again every host reading
+def _label(cmdline: str, comm: str) -> str:
+    argv = cmdline.split()
     if not argv:
-        return p.comm
+        return comm
     words = [os.path.basename(argv[0])]
     if len(argv) > 2 and argv[1] == "-m":
         words += argv[1:3]

@@ -48,11 +48,13 @@ def counter_seconds(prev: GpuReading | None, cur: GpuReading, dt: float) -> dict
     if prev is None or dt <= 0:
         return {}
     out: dict[str, float] = {}
+    before_ns = prev.violation_ns
     for reason, ns in cur.violation_ns.items():
-        before = prev.violation_ns.get(reason)
+        before = before_ns.get(reason)
         if before is None or ns < before:
             continue
-        out[reason] = min(dt, (ns - before) / 1e9)
+        seconds = (ns - before) / 1e9
+        out[reason] = seconds if seconds < dt else dt  # min(dt, seconds), without the call
     return out
 
 

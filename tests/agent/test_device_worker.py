@@ -4,7 +4,7 @@ import threading
 import time
 
 from agent.clock import ManualClock
-from agent.device_worker import CallResult, DeviceWorker
+from agent.device_worker import Batch, CallResult, DeviceWorker
 
 
 def wait_result(worker: DeviceWorker, timeout: float = 5.0) -> CallResult:
@@ -76,3 +76,50 @@ def test_stop_ends_an_idle_worker() -> None:
     worker.stop()
     assert worker.join(2.0)
     assert not worker.submit(lambda: 1)
+
+
+def test_a_batch_is_done_when_every_call_in_it_has_answered() -> None:
+    workers = [DeviceWorker(f"w{i}", ManualClock()) for i in range(3)]
+    gate = threading.Event()
+    batch = Batch()
+    assert workers[0].submit_in(batch, lambda: 0)
+    assert workers[1].submit_in(batch, gate.wait, 30)
+    assert workers[2].submit_in(batch, lambda: 2)
+    batch.close()
+    assert not batch.wait(0.2)  # one call is still running
+    assert batch.outstanding == 1
+    gate.set()
+    assert batch.wait(5.0)
+    assert [wait_result(w).value for w in workers] == [0, True, 2]
+
+
+def test_a_late_answer_finishes_only_its_own_batch() -> None:
+    worker, other = DeviceWorker("w", ManualClock()), DeviceWorker("o", ManualClock())
+    gate = threading.Event()
+    first = Batch()
+    worker.submit_in(first, gate.wait, 30)
+    first.close()
+    assert not first.wait(0.05)  # the round ends with the call still running
+    second = Batch()
+    slow = threading.Event()
+    assert other.submit_in(second, slow.wait, 30)
+    second.close()
+    gate.set()  # the first round's call answers now, during the second round
+    assert first.wait(5.0)
+    assert not second.wait(0.1)  # ...which does not end the second round's wait
+    slow.set()
+    assert second.wait(5.0)
+
+
+def test_an_empty_or_cancelled_batch_does_not_wait() -> None:
+    empty = Batch()
+    empty.close()
+    assert empty.wait(0.0)
+    worker = DeviceWorker("w", ManualClock())
+    gate = threading.Event()
+    cancelled = Batch()
+    worker.submit_in(cancelled, gate.wait, 30)
+    cancelled.close()
+    cancelled.cancel()  # shutdown: the wait ends at once
+    assert cancelled.wait(0.0)
+    gate.set()

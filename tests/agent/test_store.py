@@ -269,3 +269,42 @@ def test_host_history_keeps_per_process_stats_for_the_last_minute_only() -> None
     with_processes = [h.timestamp for h in history if h.processes]
     assert with_processes[0] >= 199 - Store.HOST_PROCESS_SECONDS and with_processes[-1] == 199.0
     assert all(h.cpu_seconds for h in history)  # node-level figures stay for the whole history
+
+
+def test_adding_zero_creates_a_missing_series_and_leaves_an_existing_one_as_it_is() -> None:
+    acc = Accumulator()
+    key = ("gpulse_gpu_throttle_seconds_total", (("reason", "sw_power_cap"),))
+    acc.book(0, IntervalSignals(dt=1.0, throttle_seconds={"sw_power_cap": 0.0}))
+    assert acc.counters(0)[key] == 0.0  # the series exists from its first interval
+    acc.book(0, IntervalSignals(dt=1.0, throttle_seconds={"sw_power_cap": 2.5}))
+    before = acc.counters(0)[key]
+    acc.book(0, IntervalSignals(dt=1.0, throttle_seconds={"sw_power_cap": 0.0}))
+    # the very same float: the renderer sees an unchanged counter without comparing values
+    assert acc.counters(0)[key] is before and before == 2.5
+    acc.book(0, IntervalSignals(dt=1.0, throttle_seconds={"sw_power_cap": 1.0}))
+    assert acc.counters(0)[key] == 3.5
+
+
+def test_a_process_list_carried_between_readings_is_stored_once_and_a_change_is_seen() -> None:
+    store = Store(1.0, 60)
+    carried = [GpuProcess(4121, 2**30)]
+    for t in range(3):
+        store.add_reading(reading(float(t), processes=carried))  # the sampler carries one list
+    carried.append(GpuProcess(4122, 2**20))  # changed in place
+    store.add_reading(reading(3.0, processes=carried))
+    history = store.history(0, 60)
+    assert [len(r.processes or ()) for r in history] == [1, 1, 1, 2]
+    assert history[3].processes == [GpuProcess(4121, 2**30), GpuProcess(4122, 2**20)]
+    entries = store._readings[0].entries()
+    i = [f.name for f in dataclasses.fields(GpuReading)].index("processes")
+    assert entries[0][1][i] is entries[2][1][i] and entries[2][1][i] is not entries[3][1][i]
+
+
+def test_empty_and_filled_dict_fields_round_trip_in_order() -> None:
+    store = Store(1.0, 60)
+    fields = [{}, {"gpu": 50.0, "memory": 60.0}, {"memory": 60.0, "gpu": 50.0}, {}]
+    for t, temps in enumerate(fields):
+        store.add_reading(reading(float(t), temperatures_celsius=temps))
+    stored = [r.temperatures_celsius for r in store.history(0, 60)]
+    assert stored == fields
+    assert [list(d) for d in stored] == [list(d) for d in fields]  # key order kept

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from agent.model import DeviceStatus, GpuIdentity, GpuProcess
+from agent.model import DeviceStatus, GpuIdentity, GpuProcess, IntervalSignals
 from agent.signals.engine import POWER_HEADROOM, THERMAL_HEADROOM, SignalEngine
 from agent.signals.mfu import PEAK_BANDWIDTH, PEAK_FLOPS
 from agent.signals.settings import SignalSettings
@@ -185,3 +185,63 @@ def test_flops_of_a_waiting_job_use_the_clock_its_kernels_ran_at(build) -> None:
     sig = e.interval(0, busy, waiting, None, 1.0)
     assert sig.estimated_flops["bf16"] == pytest.approx(0.15 * 989.5e12)
     assert sig.clock_lost_seconds == pytest.approx(0.3 * (1 - 1830 / 1980))
+
+
+def _starved_step(e: SignalEngine, build, index: int, t: float, host) -> IntervalSignals:
+    return e.interval(index, build.reading(index, t=t - 1.0), build.reading(index, t=t, sm_active_ratio=0.4),
+                      host, 1.0)
+
+
+def test_gpus_of_one_process_tree_share_its_verdict_and_other_trees_get_their_own(build, monkeypatch) -> None:
+    from agent.signals import starvation
+
+    calls: list[int] = []
+    classify = starvation.classify
+
+    def counting(index, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(index)
+        return classify(index, *args, **kwargs)
+
+    monkeypatch.setattr(starvation, "classify", counting)
+    e = _engine()
+    # pid 100 drives GPUs 0 and 1 with a thread pinned at one core; pid 200 (GPU 2) waits on I/O.
+    before = build.host(0.0, build.proc(100, gpus=(0, 1), max_thread_cpu_seconds=10.0),
+                        build.proc(200, gpus=(2,), threads_blocked_io=0))
+    after = build.host(1.0, build.proc(100, gpus=(0, 1), max_thread_cpu_seconds=11.0),
+                       build.proc(200, gpus=(2,), threads_blocked_io=3))
+    for index in range(3):
+        _starved_step(e, build, index, 1.0, before)
+    calls.clear()
+    sigs = [_starved_step(e, build, index, 2.0, after) for index in range(3)]
+    assert sorted(calls) == [0, 2]  # one judgement per tree, not per GPU
+    assert sigs[0].starvation_evidence == sigs[1].starvation_evidence == \
+        "a thread of pid 100 (python train.py) ran at 100 % of one core"
+    assert sigs[2].state_seconds == pytest.approx({"compute_bound": 0.4, "starved_io": 0.6})
+    assert sigs[2].starvation_evidence == "3 threads of pid 200 (python train.py) in D state (waiting on I/O)"
+
+
+def test_a_shared_verdict_is_judged_again_for_a_new_host_reading(build) -> None:
+    e = _engine()
+    quiet = build.proc(100, gpus=(0, 1), threads_blocked_io=0)
+    blocked = build.proc(100, gpus=(0, 1), threads_blocked_io=2)
+    worker = build.proc(101, ppid=100, threads_blocked_io=0)
+    _starved_step(e, build, 0, 1.0, build.host(0.0, quiet))
+    first = _starved_step(e, build, 0, 2.0, build.host(1.0, blocked))
+    # the next host reading: a data-loader worker appeared in the tree, the I/O wait is over
+    second = _starved_step(e, build, 0, 3.0, build.host(2.0, quiet, worker))
+    assert first.state_seconds == pytest.approx({"compute_bound": 0.4, "starved_io": 0.6})
+    assert first.starvation_evidence == "2 threads of pid 100 (python train.py) in D state (waiting on I/O)"
+    assert second.state_seconds == pytest.approx({"compute_bound": 0.4, "starved_other": 0.6})
+    assert second.starvation_evidence == "pid 100 (python train.py) and 1 worker used 0.0 CPUs"
+
+
+def test_a_gpu_that_saw_other_host_readings_gets_its_own_verdict(build) -> None:
+    e = _engine()
+    first = build.host(0.0, build.proc(100, gpus=(0, 1), max_thread_cpu_seconds=10.0))
+    second = build.host(1.0, build.proc(100, gpus=(0, 1), max_thread_cpu_seconds=11.0))
+    _starved_step(e, build, 0, 1.0, first)
+    pinned = _starved_step(e, build, 0, 2.0, second)
+    # GPU 1 saw no host reading before this one: no rates, so no pinned thread can be judged
+    fresh = _starved_step(e, build, 1, 2.0, second)
+    assert pinned.state_seconds == pytest.approx({"compute_bound": 0.4, "starved_host": 0.6})
+    assert fresh.state_seconds == pytest.approx({"compute_bound": 0.4, "starved_other": 0.6})
