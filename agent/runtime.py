@@ -101,6 +101,7 @@ class SelfUsage:
     def __init__(self, metrics: NodeMetrics, statm: str = "/proc/self/statm") -> None:
         self._metrics = metrics
         self._statm: str | None = statm
+        self._fd: int | None = None  # kept open: one pread per tick instead of open/read/close
 
     def update(self) -> None:
         times = os.times()
@@ -108,13 +109,20 @@ class SelfUsage:
         if self._statm is None:
             return
         try:
-            with open(self._statm, "rb") as f:
-                resident_pages = int(f.read().split()[1])
+            if self._fd is None:
+                self._fd = os.open(self._statm, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            resident_pages = int(os.pread(self._fd, 256, 0).split()[1])
         except (OSError, ValueError, IndexError) as exc:
             log.info("no gpulse_agent_resident_memory_bytes: cannot read %s (%s)", self._statm, exc)
+            self.close()
             self._statm = None  # not Linux, or /proc not mounted: do not try every tick
             return
         self._metrics.set(AGENT_RSS, (), float(resident_pages * _PAGE_SIZE))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def _labels(labels: Mapping[str, str] | Labels) -> Labels:
@@ -198,6 +206,8 @@ class Runtime:
         host_close = getattr(self.host, "close", None)  # the host backend keeps /proc files open
         if callable(host_close):
             closers.append(_closer(host_close, "host"))
+        if not self.sampler.running:
+            self.self_usage.close()  # read on the sampler thread: only once that has stopped
         for name, thread in closers:
             thread.join(max(0.05, deadline - time.monotonic()))
             if thread.is_alive():

@@ -151,6 +151,11 @@ class Sampler:
         self.stop_event.set()
         self._batch.cancel()
 
+    @property
+    def running(self) -> bool:
+        """The sampling thread is alive (started and not yet stopped)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def join(self, timeout: float) -> bool:
         if self._thread is not None:
             self._thread.join(timeout)

@@ -81,6 +81,19 @@ def test_each_tick_reports_the_agents_own_cpu_and_resident_memory(
     assert f"{AGENT_CPU} " in text and f"{AGENT_RSS} " in text
 
 
+def test_the_resident_memory_is_fresh_each_tick_from_the_kept_open_statm() -> None:
+    metrics = NodeMetrics()
+    usage = SelfUsage(metrics)
+    usage.update()
+    before = metrics.gauges()[(AGENT_RSS, ())]
+    ballast = b"x" * (64 << 20)  # written, so resident
+    usage.update()
+    after = metrics.gauges()[(AGENT_RSS, ())]
+    assert after - before > 48 << 20
+    del ballast
+    usage.close()
+
+
 def test_no_resident_memory_series_where_statm_cannot_be_read(tmp_path: Path) -> None:
     metrics = NodeMetrics()
     usage = SelfUsage(metrics, statm=str(tmp_path / "missing"))
