@@ -778,20 +778,7 @@ class FakeNvml:
         view = raw_bytes(values) if _FV_ULL is not None and _FV_UINT is not None else None
         for i, item in enumerate(fieldIds):
             fid, scope = item if isinstance(item, tuple) else (item, 0)
-            vtype, ret, value = C.VALUE_TYPE_UNSIGNED_LONG_LONG, C.SUCCESS, 0
-            getter = FIELDS.get(fid)
-            forced = self._field_faults and (
-                self._field_faults.get((dev.index, fid)) or self._field_faults.get((None, fid))
-            )
-            if forced:
-                ret = forced
-            elif getter is None:
-                ret = C.ERROR_NOT_SUPPORTED
-            else:
-                try:
-                    vtype, value = getter(dev.spec, snap, scope)
-                except FieldUnsupported as e:
-                    ret = e.code
+            vtype, ret, value = self._field_entry(dev, snap, fid, scope, FIELDS.get(fid))
             if view is not None:
                 layout = _FV_UINT if vtype == C.VALUE_TYPE_UNSIGNED_INT else _FV_ULL
                 layout.pack_into(view, i * layout.size, fid, scope, stamp, 0, vtype, ret, value)  # type: ignore[union-attr]
@@ -804,25 +791,30 @@ class FakeNvml:
                 fv.value.ullVal = value
         return values
 
+    def _field_entry(
+        self, dev: _Device, snap: DeviceSnapshot, fid: int, scope: int, getter: Any
+    ) -> tuple[int, int, int]:
+        """(value type, nvmlReturn, value) of one requested field: a forced fault wins."""
+        faults = self._field_faults
+        forced = faults and (faults.get((dev.index, fid)) or faults.get((None, fid)))
+        if forced:
+            return C.VALUE_TYPE_UNSIGNED_LONG_LONG, forced, 0
+        if getter is None:
+            return C.VALUE_TYPE_UNSIGNED_LONG_LONG, C.ERROR_NOT_SUPPORTED, 0
+        try:
+            vtype, value = getter(dev.spec, snap, scope)
+        except FieldUnsupported as e:
+            return C.VALUE_TYPE_UNSIGNED_LONG_LONG, e.code, 0
+        return vtype, C.SUCCESS, value
+
     def _field_values_packed(
         self, dev: _Device, snap: DeviceSnapshot, fieldIds: Sequence[int | tuple[int, int]], stamp: int
     ) -> Any:
         """The field-value array built from one ``struct`` pack of all its entries."""
-        spec, faults = dev.spec, self._field_faults
         flat: list[int] = []
         uint = bytearray()  # per entry: 1 = the value is a 4-byte unsigned int
         for fid, scope, getter in self._field_plan(fieldIds):
-            vtype, ret, value = C.VALUE_TYPE_UNSIGNED_LONG_LONG, C.SUCCESS, 0
-            forced = faults and (faults.get((dev.index, fid)) or faults.get((None, fid)))
-            if forced:
-                ret = forced
-            elif getter is None:
-                ret = C.ERROR_NOT_SUPPORTED
-            else:
-                try:
-                    vtype, value = getter(spec, snap, scope)
-                except FieldUnsupported as e:
-                    ret = e.code
+            vtype, ret, value = self._field_entry(dev, snap, fid, scope, getter)
             uint.append(vtype == C.VALUE_TYPE_UNSIGNED_INT)
             flat += (fid, scope, stamp, 0, vtype, ret, value)
         packed = _field_values_layout(bytes(uint)).pack(*flat)
@@ -988,16 +980,9 @@ class FakeNvml:
             return self._gpm_metrics_packed(metricsGet, memoryview(metricsGet).cast("B"))
         if metricsGet.version != C.GPM_METRICS_GET_VERSION:
             raise _err(C.ERROR_ARGUMENT_VERSION_MISMATCH)
-        first = self._gpm.get(_address(metricsGet.sample1) or 0)
-        second = self._gpm.get(_address(metricsGet.sample2) or 0)
-        if first is None or second is None or first.index is None or first.index != second.index:
-            raise _err(C.ERROR_INVALID_ARGUMENT)
-        assert first.t is not None and second.t is not None
-        dt = second.t - first.t
-        if dt <= 0:
-            raise _err(C.ERROR_INVALID_ARGUMENT)
-        dev = self._devices[first.index]
-        self.calls[dev.index]["nvmlGpmMetricsGet"] += 1
+        first, second, dt, dev = self._gpm_pair(
+            _address(metricsGet.sample1) or 0, _address(metricsGet.sample2) or 0
+        )
         act = dev.model.activity(first.t, second.t)
         rates = [(b - a) / dt / _MIB for a, b in zip(first.counters, second.counters, strict=True)]
         metrics = metricsGet.metrics
@@ -1022,13 +1007,8 @@ class FakeNvml:
                 ]
         return metricsGet
 
-    def _gpm_metrics_packed(self, metricsGet: Any, view: memoryview) -> Any:
-        """``nvmlGpmMetricsGet`` reading and writing the request's memory in a few ``struct`` calls."""
-        assert _GPM_HEAD is not None and _GPM_METRIC is not None and _GPM_METRIC_ID is not None
-        assert _GPM_METRICS_OFFSET is not None
-        version, num, address1, address2 = _GPM_HEAD.unpack_from(view)
-        if version != C.GPM_METRICS_GET_VERSION:
-            raise _err(C.ERROR_ARGUMENT_VERSION_MISMATCH)
+    def _gpm_pair(self, address1: int, address2: int) -> tuple[Any, Any, float, _Device]:
+        """The two GPM samples of one device a metrics request names, their interval and device."""
         first, second = self._gpm.get(address1), self._gpm.get(address2)
         if first is None or second is None or first.index is None or first.index != second.index:
             raise _err(C.ERROR_INVALID_ARGUMENT)
@@ -1038,6 +1018,16 @@ class FakeNvml:
             raise _err(C.ERROR_INVALID_ARGUMENT)
         dev = self._devices[first.index]
         dev.calls["nvmlGpmMetricsGet"] += 1
+        return first, second, dt, dev
+
+    def _gpm_metrics_packed(self, metricsGet: Any, view: memoryview) -> Any:
+        """``nvmlGpmMetricsGet`` reading and writing the request's memory in a few ``struct`` calls."""
+        assert _GPM_HEAD is not None and _GPM_METRIC is not None and _GPM_METRIC_ID is not None
+        assert _GPM_METRICS_OFFSET is not None
+        version, num, address1, address2 = _GPM_HEAD.unpack_from(view)
+        if version != C.GPM_METRICS_GET_VERSION:
+            raise _err(C.ERROR_ARGUMENT_VERSION_MISMATCH)
+        first, second, dt, dev = self._gpm_pair(address1, address2)
         act = dev.model.activity(first.t, second.t)
         count = min(num, (len(view) - _GPM_METRICS_OFFSET) // _GPM_METRIC.size)
         if count <= 0:
