@@ -148,25 +148,33 @@ def device_map(response: object, settings: AttributionSettings) -> DeviceMap:
     return out
 
 
+PODRESOURCES_SERVICE = "v1.PodResourcesLister"  # the kubelet's pod-resources v1 API
+PODRESOURCES_LIST = "List"
+
+
 class PodResourcesClient:
     """One gRPC channel to the kubelet's socket; ``list`` raises on any failure."""
 
     def __init__(self, socket_path: str, timeout_seconds: float) -> None:
         import grpc
 
-        # The generated modules build their classes at import time, which type checkers cannot
-        # see: load them by name (they are excluded from linting and type checks).
+        # The generated message module builds its classes at import time, which type checkers
+        # cannot see: load it by name (it is excluded from linting and type checks).
         self._pb2: Any = importlib.import_module("agent.attribution.podresources_pb2")
-        pb2_grpc: Any = importlib.import_module("agent.attribution.podresources_pb2_grpc")
         self.socket_path = socket_path
         self.timeout = timeout_seconds
         self._channel = grpc.insecure_channel(
             f"unix://{socket_path}", options=[("grpc.max_receive_message_length", 16 * 2**20)]
         )
-        self._stub = pb2_grpc.PodResourcesListerStub(self._channel)
+        # The one RPC the agent calls; no generated service stub is needed for a single method.
+        self._list = self._channel.unary_unary(
+            f"/{PODRESOURCES_SERVICE}/{PODRESOURCES_LIST}",
+            request_serializer=self._pb2.ListPodResourcesRequest.SerializeToString,
+            response_deserializer=self._pb2.ListPodResourcesResponse.FromString,
+        )
 
     def list(self) -> object:
-        return self._stub.List(self._pb2.ListPodResourcesRequest(), timeout=self.timeout)
+        return self._list(self._pb2.ListPodResourcesRequest(), timeout=self.timeout)
 
     def close(self) -> None:
         self._channel.close()

@@ -10,9 +10,10 @@ from typing import Any
 
 import grpc
 
-# generated modules: their classes are built at import time, which type checkers cannot see
+from agent.attribution.kubelet import PODRESOURCES_LIST, PODRESOURCES_SERVICE
+
+# the generated message module: its classes are built at import time, which type checkers cannot see
 pb: Any = importlib.import_module("agent.attribution.podresources_pb2")
-pb_grpc: Any = importlib.import_module("agent.attribution.podresources_pb2_grpc")
 
 
 def pod(name: str, namespace: str, containers: dict[str, list[tuple[str, list[str]]]]) -> Any:
@@ -31,7 +32,7 @@ def pod(name: str, namespace: str, containers: dict[str, list[tuple[str, list[st
     )
 
 
-class FakeKubelet(pb_grpc.PodResourcesListerServicer):  # type: ignore[misc]  # Any base
+class FakeKubelet:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self.pods: list[Any] = []
@@ -48,7 +49,14 @@ class FakeKubelet(pb_grpc.PodResourcesListerServicer):  # type: ignore[misc]  # 
 
     def start(self) -> FakeKubelet:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        pb_grpc.add_PodResourcesListerServicer_to_server(self, self._server)
+        handler = grpc.unary_unary_rpc_method_handler(
+            self.List,
+            request_deserializer=pb.ListPodResourcesRequest.FromString,
+            response_serializer=pb.ListPodResourcesResponse.SerializeToString,
+        )
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(PODRESOURCES_SERVICE, {PODRESOURCES_LIST: handler}),)
+        )
         self._server.add_insecure_port(f"unix://{self.socket_path}")
         self._server.start()
         return self
