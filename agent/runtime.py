@@ -25,6 +25,7 @@ from agent.backends import GpuBackend, HostSource
 from agent.clock import Clock
 from agent.config import Settings, load_web_config, parse_listen
 from agent.device_worker import name_os_thread
+from agent.host.openfiles import OpenFiles, is_kernel_fs
 from agent.sampler import NullSignalEngine, Sampler, SignalEngineLike
 from agent.snapshot import CollectorStatus, CounterKey, Labels, Snapshot
 from agent.specs import SpecTable
@@ -101,7 +102,7 @@ class SelfUsage:
     def __init__(self, metrics: NodeMetrics, statm: str = "/proc/self/statm") -> None:
         self._metrics = metrics
         self._statm: str | None = statm
-        self._fd: int | None = None  # kept open: one pread per tick instead of open/read/close
+        self._files = OpenFiles(hold=is_kernel_fs(statm), limit=1)  # one pread per tick
 
     def update(self) -> None:
         times = os.times()
@@ -109,9 +110,7 @@ class SelfUsage:
         if self._statm is None:
             return
         try:
-            if self._fd is None:
-                self._fd = os.open(self._statm, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            resident_pages = int(os.pread(self._fd, 256, 0).split()[1])
+            resident_pages = int(self._files.read(self._statm).split()[1])
         except (OSError, ValueError, IndexError) as exc:
             log.info("no gpulse_agent_resident_memory_bytes: cannot read %s (%s)", self._statm, exc)
             self.close()
@@ -120,9 +119,7 @@ class SelfUsage:
         self._metrics.set(AGENT_RSS, (), float(resident_pages * _PAGE_SIZE))
 
     def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        self._files.close()
 
 
 def _labels(labels: Mapping[str, str] | Labels) -> Labels:
