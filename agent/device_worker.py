@@ -105,12 +105,9 @@ class DeviceWorker:
     plain lock), not ``threading.Condition``: with a read per GPU per second, the hand-off is
     a measurable share of the agent's CPU at 64 GPUs."""
 
-    def __init__(
-        self, name: str, clock: Clock, on_done: Callable[[DeviceWorker], None] | None = None
-    ) -> None:
+    def __init__(self, name: str, clock: Clock) -> None:
         self.name = name
         self._clock = clock
-        self._on_done = on_done  # called on the worker thread after each call finishes
         self._lock = threading.Lock()  # guards _submitted, _result, _stopping
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._submitted: float | None = None  # clock time of the outstanding call; None when idle
@@ -177,6 +174,4 @@ class DeviceWorker:
                 self._result = result
                 self._submitted = None
             if batch is not None:
-                batch.finish()
-            if self._on_done is not None:
-                self._on_done(self)
+                batch.finish()  # after the result is set: a finished batch's results can be taken

@@ -60,15 +60,15 @@ def test_at_most_one_call_is_outstanding_and_no_thread_is_added() -> None:
     assert wait_result(worker).value == "next"
 
 
-def test_on_done_is_called_after_each_call() -> None:
-    done: list[str] = []
-    worker = DeviceWorker("w", ManualClock(), on_done=lambda w: done.append(w.name))
-    worker.submit(lambda: 1)
-    wait_result(worker)
-    deadline = time.monotonic() + 5
-    while not done and time.monotonic() < deadline:
-        time.sleep(0.002)
-    assert done == ["w"]
+def test_when_its_batch_is_done_the_result_can_be_taken() -> None:
+    worker = DeviceWorker("w", ManualClock())
+    for n in range(20):  # the batch is finished only after the result is in place
+        batch = Batch()
+        worker.submit_in(batch, lambda n=n: n)
+        batch.close()
+        assert batch.wait(5.0)
+        result = worker.take()
+        assert result is not None and result.value == n
 
 
 def test_stop_ends_an_idle_worker() -> None:
