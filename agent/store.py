@@ -175,9 +175,6 @@ class CompactRing:
         self._cls = cls
         self._names, self._codecs = _layout(cls)
         self._values = _getter(self._names)
-        # dicts are frozen inline (the most common codec); the others through their codec
-        self._dicts = tuple(i for i, freeze, _ in self._codecs if freeze is _freeze_dict)
-        self._others = tuple(codec for codec in self._codecs if codec[0] not in self._dicts)
         # field index -> (the items of the list last frozen there, its frozen form): see append
         self._lists: dict[int, tuple[tuple[Any, ...], Any]] = {}
         self._items: deque[tuple[float, tuple[Any, ...]]] = deque(maxlen=maxlen)
@@ -187,13 +184,7 @@ class CompactRing:
 
     def append(self, timestamp: float, record: Any) -> None:
         values = list(self._values(record))
-        for i in self._dicts:
-            field = values[i]
-            if field:
-                values[i] = tuple(chain_items(field.items()))
-            elif field is not None:
-                values[i] = ()  # what freezing an empty dict gives
-        for i, freeze, _ in self._others:
+        for i, freeze, _ in self._codecs:
             field = values[i]
             if field is None:
                 continue
@@ -269,11 +260,8 @@ def _codec(tp: Any) -> Codec | None:
     return None
 
 
-chain_items = itertools.chain.from_iterable
-
-
 def _freeze_dict(value: dict[Any, Any]) -> tuple[Any, ...]:
-    return tuple(chain_items(value.items()))
+    return tuple(itertools.chain.from_iterable(value.items()))
 
 
 def _thaw_dict(frozen: tuple[Any, ...]) -> dict[Any, Any]:
