@@ -77,6 +77,15 @@ class SeriesCap:
         return dict.fromkeys(candidates[:limit], 1.0), new, len(dropped)
 
 
+def put_owner_series(snapshot: Snapshot, gauges: Mapping[CounterKey, float], dropped_total: float) -> None:
+    """Put this tick's process and allocation info series in a snapshot in progress (replacing
+    any already there) and the dropped-series counter."""
+    for key in [k for k in snapshot.node_gauges if k[0] in (PROCESS_INFO, ALLOCATION_INFO)]:
+        del snapshot.node_gauges[key]
+    snapshot.node_gauges.update(gauges)
+    snapshot.node_counters[(DROPPED, ())] = dropped_total
+
+
 class Attributor:
     def __init__(
         self,
@@ -118,10 +127,7 @@ class Attributor:
         """Fill a snapshot in progress: returns its owners; adds the info series, the dropped
         counter and the ``kubernetes`` collector status to it."""
         owners, gauges = self.owners(snapshot.readings, snapshot.host, snapshot.identities)
-        for key in [k for k in snapshot.node_gauges if k[0] in (PROCESS_INFO, ALLOCATION_INFO)]:
-            del snapshot.node_gauges[key]
-        snapshot.node_gauges.update(gauges)
-        snapshot.node_counters[(DROPPED, ())] = self.dropped_total
+        put_owner_series(snapshot, gauges, self.dropped_total)
         status = self.collector_status()
         if status is not None:
             snapshot.collectors["kubernetes"] = status

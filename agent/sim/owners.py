@@ -29,13 +29,11 @@ import hashlib
 from collections.abc import Mapping
 
 from agent.attribution.attributor import (
-    ALLOCATION_INFO,
-    DROPPED,
-    PROCESS_INFO,
     AttributedProcess,
     Attributor,
     SeriesCap,
     descendants_of,
+    put_owner_series,
 )
 from agent.attribution.kubelet import Allocation, DeviceRef, PodContainer
 from agent.model import GpuIdentity, GpuReading, HostReading, ProcessStats
@@ -64,10 +62,7 @@ class SimOwners:
         """Fill a snapshot in progress as ``Attributor.provide`` does: returns its owners; puts the
         info series and the dropped-series counter in it."""
         owners, gauges = self.owners(snapshot.readings, snapshot.host, snapshot.identities)
-        for key in [k for k in snapshot.node_gauges if k[0] in (PROCESS_INFO, ALLOCATION_INFO)]:
-            del snapshot.node_gauges[key]
-        snapshot.node_gauges.update(gauges)
-        snapshot.node_counters[(DROPPED, ())] = self.dropped_total
+        put_owner_series(snapshot, gauges, self.dropped_total)
         return owners
 
     def owners(
