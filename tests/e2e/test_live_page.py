@@ -81,10 +81,15 @@ def width(session: Session) -> int:
     return int(session.driver.execute_script("return window.innerWidth"))
 
 
+# How the browser logs a poll that met no agent: refused while nothing listens, reset or
+# empty when the kill lands while a poll is in flight.
+DEAD_AGENT_ERRORS = ("ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET", "ERR_EMPTY_RESPONSE")
+
+
 def refused_poll(entry: dict[str, Any]) -> bool:
-    """The browser's own log line for a poll that found no agent listening."""
+    """The browser's own log line for a poll that found no agent, or lost it mid-request."""
     message = str(entry.get("message", ""))
-    return "/api/v1/overview" in message and "ERR_CONNECTION_REFUSED" in message
+    return "/api/v1/overview" in message and any(error in message for error in DEAD_AGENT_ERRORS)
 
 
 class Session:
