@@ -91,7 +91,7 @@ def real_backends(settings: Settings, clock: Clock) -> tuple[GpuBackend, HostSou
     from agent.host.backend import HostBackend
     from agent.nvml.backend import NvmlBackend
 
-    gpu: GpuBackend = NvmlBackend(clock=clock)
+    gpu: GpuBackend = NvmlBackend(clock=clock, health_refresh_s=settings.health_interval_seconds)
     host: HostSource = HostBackend(
         procfs=settings.procfs, sysfs=settings.sysfs, cgroupfs=settings.cgroupfs, clock=clock
     )

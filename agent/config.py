@@ -81,6 +81,9 @@ class Settings(BaseModel):
     process_interval_seconds: float = Field(
         default=5.0, ge=0.1, le=3600, description="compute-process list poll"
     )
+    health_interval_seconds: float = Field(
+        default=5.0, ge=0.1, le=3600, description="ECC, retired-page, remapped-row and PCIe-replay counters"
+    )
     history_seconds: float = Field(default=900.0, ge=1, le=86400, description="ring-buffer length per GPU")
     device_timeout_intervals: float = Field(
         default=2.0,

@@ -65,6 +65,7 @@ class _Device(DeviceCalls):
         self.process_seen = 0
         self.static: dict[str, Any] = {}
         self.static_t: float | None = None
+        self.health_t: float | None = None  # when the health counters were last asked for
         # byte counters integrated from GPM rates where the counter fields are missing
         self.synthetic: dict[str, float] = {}
 
@@ -73,11 +74,17 @@ class NvmlBackend:
     """Reads NVIDIA GPUs through NVML. See the module docstring and docs/nvml.md."""
 
     def __init__(
-        self, nvml: Any | None = None, clock: Clock | None = None, *, static_refresh_s: float = 300.0
+        self,
+        nvml: Any | None = None,
+        clock: Clock | None = None,
+        *,
+        static_refresh_s: float = 300.0,
+        health_refresh_s: float = 5.0,
     ) -> None:
         self._nvml: Any = nvml  # the pynvml module once start() has imported it
         self._clock: Clock = clock or MonotonicClock()
         self._static_refresh_s = static_refresh_s
+        self._health_refresh_s = health_refresh_s  # ECC, retired pages, remapped rows, PCIe replays
         self._available = False
         self._message = "NVML not started"
         self._caller: Caller | None = None
@@ -419,6 +426,7 @@ class NvmlBackend:
         self._by_handle[handle_key(handle)] = dev.index
         dev.lost_error = None
         dev.static_t = None  # re-read limits and thresholds
+        dev.health_t = None  # and the health counters, at once
         if self._event_set is not None:
             self._register_xid(caller, dev, self._event_set)
         return True
@@ -459,7 +467,11 @@ class NvmlBackend:
         reasons = caller.call(dev, "reasons", "nvmlDeviceGetCurrentClocksEventReasons", h)
         if reasons is not None:
             r.clock_event_reasons = int(reasons)
-        dev.fields.read(caller, dev, h, r)
+        # 5% slack: reads a whole interval apart come due on the intended one despite jitter
+        health = dev.health_t is None or now - dev.health_t >= 0.95 * self._health_refresh_s
+        dev.fields.read(caller, dev, h, r, health=health)
+        if health:
+            dev.health_t = now
         self._integrate_rates(dev, r, rates)
         if dev.static_t is None or now - dev.static_t >= self._static_refresh_s:
             self._read_static(caller, dev, h)

@@ -6,6 +6,12 @@ any other per-entry error skips that value for one tick. NVLink traffic is read 
 the KiB throughput counters summed over all links (138/139, scope ``UINT_MAX``); where
 those are not supported (NVLink5 parts) the plan switches once to the per-link byte
 counters (202/204) for every link the device reports.
+
+The health counters (ECC, retired pages, remapped rows, PCIe replays) move rarely and are
+among the costlier values for the driver to gather, so they join the call only on a
+"health" read (every ``health_interval_seconds``, 5 s by default); the reads between carry
+their last values, so their series neither flap nor go stale by more than that interval.
+XIDs, which announce a new uncorrectable error at once, come through the event thread.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ _BASE_FIELDS: tuple[int, ...] = (
     C.FI_POWER_INSTANT,
     C.FI_PCIE_COUNT_TX_BYTES,
     C.FI_PCIE_COUNT_RX_BYTES,
+)
+HEALTH_FIELDS: tuple[int, ...] = (
     C.FI_PCIE_REPLAY_COUNTER,
     C.FI_ECC_SBE_VOL_TOTAL,
     C.FI_ECC_DBE_VOL_TOTAL,
@@ -101,13 +109,19 @@ class FieldPlan:
 
     def __init__(self) -> None:
         self.request: list[Field] = [(fid, 0) for fid in _BASE_FIELDS] + list(_NVLINK_SUM)
+        self.health: list[Field] = [(fid, 0) for fid in HEALTH_FIELDS]
+        self._with_health: list[Field] = self.request + self.health
+        self._health_values: dict[int, float | int] = {}  # the last health read's values, carried
         self._nvlink_mode = "sum"  # "sum" (138/139) -> "probe" -> "links" (202/204) or "none"
         self._nvlink_links: list[int] = []
 
-    def read(self, caller: Caller, dev: DeviceCalls, handle: Any, reading: GpuReading) -> None:
-        if not self.request:
+    def read(self, caller: Caller, dev: DeviceCalls, handle: Any, reading: GpuReading, *,
+             health: bool = True) -> None:
+        """One field-value call; with ``health`` it asks for the health counters too, else carries them."""
+        request = self._with_health if health else self.request
+        if not request:
             return
-        values = caller.call(dev, "field_values", "nvmlDeviceGetFieldValues", handle, self.request)
+        values = caller.call(dev, "field_values", "nvmlDeviceGetFieldValues", handle, request)
         if values is None:
             return
         got: dict[int, float | int] = {}
@@ -142,6 +156,11 @@ class FieldPlan:
             and (C.FI_PERF_POLICY_THERMAL, 0) in self.request
         ):
             self.request.remove((C.FI_PERF_POLICY_THERMAL, 0))
+            self._with_health = self.request + self.health
+        if health:
+            self._health_values = {fid: got[fid] for fid in HEALTH_FIELDS if fid in got}
+        else:
+            got.update(self._health_values)
         _apply(got, reading)
         if nvlink_seen:
             reading.nvlink_tx_bytes = nvlink_bytes[C.FI_NVLINK_COUNT_XMIT_BYTES]
@@ -151,6 +170,8 @@ class FieldPlan:
 
     def _drop(self, dropped: set[Field], dev: DeviceCalls) -> None:
         self.request = [f for f in self.request if f not in dropped]
+        self.health = [f for f in self.health if f not in dropped]
+        self._with_health = self.request + self.health
         dev.unsupported.update(f"field:{fid}:{scope}" for fid, scope in dropped)
         if self._nvlink_mode == "sum" and all(f in dropped for f in _NVLINK_SUM):
             self._nvlink_mode = "probe"
@@ -173,6 +194,7 @@ class FieldPlan:
         self._nvlink_mode = "links"
         for link in range(links):
             self.request += [(C.FI_NVLINK_COUNT_XMIT_BYTES, link), (C.FI_NVLINK_COUNT_RCV_BYTES, link)]
+        self._with_health = self.request + self.health
 
 
 def _apply(got: dict[int, float | int], r: GpuReading) -> None:

@@ -186,7 +186,7 @@ def run_demo(args: argparse.Namespace) -> int:
         duration = scenario.duration_s
 
     fake = FakeNvml(models, clock)
-    gpu = NvmlBackend(fake, clock)
+    gpu = NvmlBackend(fake, clock, health_refresh_s=settings.health_interval_seconds)
     extra = f", truth -> {args.truth}" if args.truth else ""
     until = f", stops at {duration:g} s" if duration else ""
     print(
@@ -284,10 +284,10 @@ def run_record(args: argparse.Namespace) -> int:
         clock = FastForwardClock()
         fleet = Fleet.from_scenario(scenario, clock)
         fake = FakeNvml(fleet.models, clock)
-        backend = NvmlBackend(fake, clock)
+        backend = NvmlBackend(fake, clock, health_refresh_s=0.0)  # a recording keeps every raw value
     else:
         clock = MonotonicClock()
-        backend = NvmlBackend(clock=clock)
+        backend = NvmlBackend(clock=clock, health_refresh_s=0.0)
     if not backend.start():
         print(f"gpulse record: nothing to record: {backend.status_message}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ def test_defaults() -> None:
     s = load_settings(None, {}, {})
     assert s.listen == "0.0.0.0:10835" and s.listen_address() == ("0.0.0.0", 10835)
     assert s.interval_seconds == 1.0 and s.process_interval_seconds == 5.0 and s.history_seconds == 900
-    assert s.device_timeout_intervals == 2.0
+    assert s.device_timeout_intervals == 2.0 and s.health_interval_seconds == 5.0
     assert s.log_level == "info" and s.procfs == "/proc" and s.sysfs == "/sys"
     assert s.web_config_file is None and s.specs == {}
 
@@ -61,6 +61,11 @@ def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
             ["interval_seconds", "less than or equal to 60", "GPULSE_INTERVAL_SECONDS"],
         ),
         ({}, {"interval_seconds": 0.01}, ["interval_seconds", "greater than or equal to 0.1", "flag"]),
+        (
+            {"GPULSE_HEALTH_INTERVAL_SECONDS": "0"},
+            {},
+            ["health_interval_seconds", "greater than or equal to 0.1", "GPULSE_HEALTH_INTERVAL_SECONDS"],
+        ),
         ({"GPULSE_PROFILNG__ENABLED": "1"}, {}, ["profilng: unknown key", "did you mean profiling"]),
         ({"GPULSE_SIGNALS__PRECISON": "bf16"}, {}, ["signals.precison: unknown key", "signals.precision"]),
         ({"GPULSE_PROFILING__ENABLED": "maybe"}, {}, ["profiling.enabled", "boolean"]),

@@ -290,6 +290,41 @@ def test_health_counters_ecc_remapped_rows_and_retired_pages() -> None:
     assert v.remapped_rows == {}
 
 
+def test_health_counters_are_asked_for_every_health_interval_and_carried_between() -> None:
+    rig = Rig(count=1)
+    rig.backend = NvmlBackend(rig.fake, rig.clock, health_refresh_s=5.0)
+    assert rig.backend.start()
+    requests: list[set[int]] = []
+    real = rig.fake.nvmlDeviceGetFieldValues
+
+    def recording(handle: Any, field_ids: Any) -> Any:
+        requests.append({fid for fid, _ in field_ids})
+        return real(handle, field_ids)
+
+    rig.fake.nvmlDeviceGetFieldValues = recording  # type: ignore[method-assign]
+    health = {C.FI_ECC_DBE_VOL_TOTAL, C.FI_REMAPPED_PENDING, C.FI_PCIE_REPLAY_COUNTER}
+
+    first = rig.read()  # the first read asks for everything
+    assert health <= requests[-1] and first.ecc_errors[("volatile", "uncorrected")] == 0
+    rig.models[0].overrides = {"ecc_volatile_uncorrected": 7, "pcie_replay_count": 3}
+    between = [rig.read() for _ in range(4)]  # 1..4 s later: not asked, last values carried
+    assert all(not (health & request) for request in requests[-4:])
+    assert all(r.ecc_errors[("volatile", "uncorrected")] == 0 and r.pcie_replay_count == 0 for r in between)
+    assert all(r.remapped_rows == first.remapped_rows for r in between)
+    due = rig.read()  # 5 s after the last health read
+    assert health <= requests[-1]
+    assert due.ecc_errors[("volatile", "uncorrected")] == 7 and due.pcie_replay_count == 3
+
+    # a device that comes back after being lost is asked at once, not at the next interval
+    rig.models[0].overrides["ecc_volatile_uncorrected"] = 9
+    rig.read()
+    rig.models[0].overrides["lost"] = True
+    assert rig.read().status is DeviceStatus.LOST
+    del rig.models[0].overrides["lost"]
+    back = rig.read(advance=0.5)
+    assert back.status is DeviceStatus.OK and back.ecc_errors[("volatile", "uncorrected")] == 9
+
+
 def test_no_ecc_no_series() -> None:
     rig = Rig(count=1, spec=dataclasses.replace(SPECS["L4"], has_ecc=False))
     r = rig.read()
