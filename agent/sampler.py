@@ -4,9 +4,10 @@ Each tick (every ``interval_seconds`` of clock time, on a fixed grid: the next t
 the previous one plus the interval, and ticks missed by a slow machine are skipped,
 never bunched up):
 
-1. every GPU whose previous call has finished gets a new ``read`` on its own worker
-   thread (``agent.device_worker``); the host reader likewise; the compute-process
-   list is asked for every ``process_interval_seconds``;
+1. every GPU whose previous call has finished gets a new ``read``, run by a small pool
+   of reader threads (``agent.device_worker.WorkerPool``: a hung call parks one thread
+   and the pool starts another); the host reader runs on its own thread; the
+   compute-process list is asked for every ``process_interval_seconds``;
 2. results are collected until the tick's deadline (half an interval);
 3. a device whose call is still running yields nothing new this tick (its previous
    reading stands); once that call has been outstanding for ``device_timeout_intervals``
@@ -29,7 +30,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from agent.device_worker import Batch, CallResult, DeviceWorker, name_os_thread
+from agent.device_worker import Batch, CallResult, DeviceWorker, WorkerPool, name_os_thread
 from agent.heap import HeapFreezer
 from agent.model import DeviceStatus, GpuIdentity, GpuProcess, GpuReading, HostReading, IntervalSignals
 from agent.snapshot import CollectorStatus, CounterKey, Snapshot
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLLECT_FRACTION = 0.5  # results are awaited for this fraction of the interval
+GPU_READER_THREADS = 4  # threads that read the GPUs (fewer when there are fewer GPUs); see WorkerPool
 NVML_RETRY_SECONDS = 60.0  # without a driver, try again this often (a driver container may come up later)
 
 
@@ -125,6 +127,7 @@ class Sampler:
         self._nvml_worker = DeviceWorker("gpulse-nvml-init", self._clock)
         self._host_worker = DeviceWorker("gpulse-host", self._clock)
         self._slots: dict[int, _Slot] = {}
+        self._gpu_pool: WorkerPool | None = None  # made when NVML comes up with GPUs to read
         self._identities: dict[int, GpuIdentity] = {}
         self._nvml_state = "pending"  # pending | up | down
         self._nvml_message = "initialising NVML"
@@ -163,6 +166,8 @@ class Sampler:
                 return False
         for worker in (self._nvml_worker, self._host_worker, *(s.worker for s in self._slots.values())):
             worker.stop()  # a worker blocked in a call stays parked; it is a daemon thread
+        if self._gpu_pool is not None:
+            self._gpu_pool.stop()
         return True
 
     def _run(self) -> None:
@@ -296,8 +301,12 @@ class Sampler:
         self._nvml_state = "up"
         log.info("%s", message)
         set_identity = getattr(self._rt.signals, "set_identity", None)
+        if identities and self._gpu_pool is None:
+            # a call that has made no progress for a tenth of an interval (real time) counts as stuck
+            stall = max(0.002, min(0.05, 0.1 * self.interval / self._clock.speed))
+            self._gpu_pool = WorkerPool("gpulse-gpu", min(len(identities), GPU_READER_THREADS), stall)
         for identity in identities:
-            worker = DeviceWorker(f"gpulse-gpu-{identity.index}", self._clock)
+            worker = DeviceWorker(f"gpulse-gpu-{identity.index}", self._clock, self._gpu_pool)
             self._slots[identity.index] = _Slot(identity, worker)
             if set_identity is not None:
                 set_identity(identity.index, identity)
@@ -422,8 +431,18 @@ class Sampler:
         """Wait until every call handed out this round has answered, or until ``deadline`` (monotonic)."""
         batch = self._batch
         batch.close()
-        if not self.stop_event.is_set():
-            batch.wait(deadline - time.monotonic())
+        pool = self._gpu_pool
+        if pool is None:
+            if not self.stop_event.is_set():
+                batch.wait(deadline - time.monotonic())
+            return
+        # In slices: between them the pool may start a thread for calls stuck behind hung ones.
+        # When every call answers within the first slice (the usual case) this is one wait.
+        while not self.stop_event.is_set():
+            pool.rebalance()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or batch.wait(min(remaining, pool.stall_seconds)):
+                return
 
     # --- snapshot ---------------------------------------------------------------------
 

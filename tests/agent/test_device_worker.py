@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from agent.clock import ManualClock
-from agent.device_worker import Batch, CallResult, DeviceWorker
+from agent.device_worker import Batch, CallResult, DeviceWorker, WorkerPool
 
 
 def wait_result(worker: DeviceWorker, timeout: float = 5.0) -> CallResult:
@@ -123,3 +124,79 @@ def test_an_empty_or_cancelled_batch_does_not_wait() -> None:
     cancelled.cancel()  # shutdown: the wait ends at once
     assert cancelled.wait(0.0)
     gate.set()
+
+
+# ---------------------------------------------------------------- the shared pool
+def run_round(workers: list[DeviceWorker], pool: WorkerPool, calls: dict[int, Any], budget: float) -> Batch:
+    """Hand each idle worker its call, then collect like the sampler: rebalance between slices."""
+    batch = Batch()
+    for i, worker in enumerate(workers):
+        worker.submit_in(batch, calls.get(i, lambda i=i: i))
+    batch.close()
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        pool.rebalance()
+        if batch.wait(min(pool.stall_seconds, deadline - time.monotonic())):
+            break
+    return batch
+
+
+def test_many_workers_share_a_few_pool_threads() -> None:
+    threads_before = threading.active_count()
+    pool = WorkerPool("p", spare=2, stall_seconds=0.02)
+    workers = [DeviceWorker(f"w{i}", ManualClock(), pool) for i in range(12)]
+    assert threading.active_count() == threads_before + 2
+    for _ in range(30):  # quick calls: the two threads keep up, no third one is started
+        assert run_round(workers, pool, {}, 5.0).wait(0)
+        assert [w.take().value for w in workers] == list(range(12))  # type: ignore[union-attr]
+    assert pool.threads == 2 and threading.active_count() == threads_before + 2
+    pool.stop()
+    assert pool.join(2.0)
+    assert threading.active_count() == threads_before
+
+
+def test_calls_stuck_behind_hung_ones_get_a_new_thread_and_the_pool_shrinks_back() -> None:
+    pool = WorkerPool("p", spare=2, stall_seconds=0.02)
+    workers = [DeviceWorker(f"w{i}", ManualClock(), pool) for i in range(6)]
+    gate = threading.Event()
+    hung = {0: lambda: gate.wait(30), 1: lambda: gate.wait(30)}  # both pool threads end up inside these
+    first = run_round(workers, pool, hung, 2.0)
+    assert first.outstanding == 2  # the other four answered: a thread was started for them
+    assert [workers[i].take().value for i in range(2, 6)] == [2, 3, 4, 5]  # type: ignore[union-attr]
+    assert pool.threads == 3
+    for _ in range(20):  # the hung workers get no second call; the others are served every round
+        batch = run_round(workers, pool, {}, 2.0)
+        assert batch.outstanding == 0
+        assert [workers[i].take().value for i in range(2, 6)] == [2, 3, 4, 5]  # type: ignore[union-attr]
+        assert pool.threads == 3  # one more than spare, however long the calls hang
+    gate.set()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (workers[0].outstanding or workers[1].outstanding):
+        time.sleep(0.01)
+    run_round(workers, pool, {}, 2.0)  # a thread that finds the pool too big leaves after its call
+    run_round(workers, pool, {}, 2.0)
+    assert pool.threads == 2
+    pool.stop()
+    assert pool.join(2.0)
+
+
+def test_a_slow_but_answering_pool_is_not_grown() -> None:
+    pool = WorkerPool("p", spare=1, stall_seconds=0.08)
+    workers = [DeviceWorker(f"w{i}", ManualClock(), pool) for i in range(8)]
+    # a round (8 x 20 ms) spans slices, and calls come back in each: the thread is slow, not stuck
+    slow = {i: (lambda i=i: time.sleep(0.02) or i) for i in range(8)}
+    for _ in range(3):
+        assert run_round(workers, pool, slow, 5.0).wait(0)
+    assert pool.threads == 1
+    pool.stop()
+    assert pool.join(2.0)
+
+
+def test_a_stopped_worker_in_a_pool_runs_nothing_more() -> None:
+    pool = WorkerPool("p", spare=1, stall_seconds=0.02)
+    worker = DeviceWorker("w", ManualClock(), pool)
+    worker.stop()
+    assert not worker.submit(lambda: 1)
+    assert worker.join(0.1)  # a pooled worker has no thread of its own
+    pool.stop()
+    assert pool.join(2.0)

@@ -12,7 +12,7 @@ from agent.clock import ManualClock
 from agent.config import Settings
 from agent.model import DeviceStatus, GpuProcess, GpuReading, HostReading, IntervalSignals
 from agent.runtime import Runtime
-from agent.sampler import NVML_RETRY_SECONDS
+from agent.sampler import GPU_READER_THREADS, NVML_RETRY_SECONDS
 from agent.snapshot import CounterKey, Snapshot
 
 INTERVAL = 0.1
@@ -351,7 +351,12 @@ def test_state_changes_are_logged_once_not_per_tick(harness: Any, caplog: Any) -
     with caplog.at_level("WARNING", logger="agent.sampler"):
         h.tick(12)
         h.gpu.unblock(0)
-        h.tick(3)
+        # The hung call returns on its own thread, whenever that is scheduled; the read after it is OK.
+        for _ in range(100):
+            if h.tick().readings[0].status is DeviceStatus.OK:
+                break
+            time.sleep(0.01)
+        h.tick(3)  # nothing more is logged while it stays up
     messages = [r.getMessage() for r in caplog.records]
     assert sum("unresponsive" in m for m in messages) == 1
     assert sum("is back" in m for m in messages) == 1
@@ -409,3 +414,29 @@ def test_a_late_answers_notice_does_not_end_the_next_ticks_wait_early(
     finally:
         gpu.unblock()
         rt.stop(timeout=1.0)
+
+
+def test_gpus_keep_being_read_when_hung_calls_hold_every_reader_thread(harness: Any) -> None:
+    h = harness(count=GPU_READER_THREADS + 2)
+    h.tick(3)
+    threads = threading.active_count()
+    hung = range(GPU_READER_THREADS)
+    for i in hung:
+        h.gpu.block(i)
+    healthy = range(GPU_READER_THREADS, GPU_READER_THREADS + 2)
+    before = {i: h.rt.store.latest().readings[i].timestamp for i in healthy}
+    for _ in range(20):
+        snap = h.tick()
+        for i in healthy:  # read every tick, though every reader thread it started with is stuck
+            assert snap.readings[i].status is DeviceStatus.OK
+            assert snap.readings[i].timestamp > before[i]
+            before[i] = snap.readings[i].timestamp
+    assert all(snap.readings[i].status is DeviceStatus.UNRESPONSIVE for i in hung)
+    assert threading.active_count() == threads + 1  # one thread more, not one per tick or per hung GPU
+    h.gpu.unblock()
+    for _ in range(100):
+        if all(h.tick().readings[i].status is DeviceStatus.OK for i in hung):
+            break
+        time.sleep(0.01)
+    h.tick(3)
+    assert threading.active_count() == threads  # the extra thread left once the calls returned
