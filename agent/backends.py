@@ -33,7 +33,7 @@ class GpuBackend(Protocol):
     def identities(self) -> list[GpuIdentity]: ...
 
     def read(self, index: int, *, processes: bool) -> GpuReading:
-        """Read one GPU. May block (a wedged driver): the sampler calls it on the device's own thread."""
+        """Read one GPU. May block (a wedged driver): the sampler calls it on a reader thread, not its own."""
         ...
 
     def wait_events(self, timeout_s: float) -> list[XidEvent]:

@@ -122,13 +122,14 @@ class DeviceWorker:
         self._clock = clock
         self._lock = threading.Lock()  # guards _submitted, _result, _stopping
         self._pool = pool
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None  # only a worker with its own thread
         self._submitted: float | None = None  # clock time of the outstanding call; None when idle
         self._result: CallResult | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
         if pool is None:
-            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._jobs = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._run, args=(self._jobs,), name=name, daemon=True)
             self._thread.start()
 
     @property
@@ -153,10 +154,10 @@ class DeviceWorker:
         if batch is not None:
             batch.add()  # before the job is queued: it cannot finish before it is counted
         job = (fn, args, kwargs, submitted, batch)
-        if self._pool is not None:
-            self._pool.put(self, job)
-        else:
+        if self._jobs is not None:
             self._jobs.put(job)
+        elif self._pool is not None:
+            self._pool.put(self, job)
         return True
 
     def take(self) -> CallResult | None:
@@ -173,7 +174,7 @@ class DeviceWorker:
         """No more calls; the worker's own thread ends (a pool is stopped by its owner)."""
         with self._lock:
             self._stopping = True
-        if self._thread is not None:
+        if self._jobs is not None:
             self._jobs.put(None)
 
     def join(self, timeout: float) -> bool:
@@ -199,10 +200,10 @@ class DeviceWorker:
         if batch is not None:
             batch.finish()  # after the result is set: a finished batch's results can be taken
 
-    def _run(self) -> None:
+    def _run(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
         name_os_thread(self.name)
         while True:
-            job = self._jobs.get()
+            job = jobs.get()
             if job is None or self._stopping:
                 return
             self.execute(job)

@@ -432,16 +432,14 @@ class Sampler:
         batch = self._batch
         batch.close()
         pool = self._gpu_pool
-        if pool is None:
-            if not self.stop_event.is_set():
-                batch.wait(deadline - time.monotonic())
-            return
-        # In slices: between them the pool may start a thread for calls stuck behind hung ones.
-        # When every call answers within the first slice (the usual case) this is one wait.
+        # With GPUs, in slices: between them the pool may start a thread for calls stuck behind
+        # hung ones. When every call answers within the first slice (the usual case) this is one wait.
         while not self.stop_event.is_set():
-            pool.rebalance()
+            if pool is not None:
+                pool.rebalance()
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or batch.wait(min(remaining, pool.stall_seconds)):
+            wait = remaining if pool is None else min(remaining, pool.stall_seconds)
+            if remaining <= 0 or batch.wait(wait):
                 return
 
     # --- snapshot ---------------------------------------------------------------------

@@ -76,45 +76,43 @@ def child(gpus: int, interval: float, fill: bool) -> int:
     return run_agent(runtime, "127.0.0.1:0")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of the process, to the nanosecond where the kernel keeps scheduler statistics.
+def thread_times(pid: int) -> list[tuple[str, float]]:
+    """(OS thread name, CPU seconds) of each live thread of the process.
 
-    /proc/<pid>/stat counts in clock ticks (10 ms): over a 12 s window at 1 % of a core that
-    is 12 ticks, too coarse for the figure. Each thread's schedstat has its run time in ns.
-    Their sum misses threads that have ended, and the agent starts none while it samples.
+    /proc/<pid>/task/<tid>/stat counts in clock ticks (10 ms): over a 12 s window at 1 % of a
+    core that is 12 ticks, too coarse for the figure. A thread's schedstat has its run time in
+    ns; the ticks are the fallback where the kernel keeps no scheduler statistics. Threads that
+    have ended are missing, and the agent starts none while it samples.
     """
-    try:
-        total = 0
-        for tid in os.listdir(f"/proc/{pid}/task"):
+    out: list[tuple[str, float]] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        task = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{task}/stat") as fh:
+                head, tail = fh.read().rsplit(")", 1)
             try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                    total += int(fh.read().split()[0])
+                with open(f"{task}/schedstat") as fh:
+                    seconds = int(fh.read().split()[0]) / 1e9
             except (OSError, ValueError, IndexError):
-                continue  # the thread just ended
-        if total:
-            return total / 1e9
-    except OSError:
-        pass
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+                fields = tail.split()
+                seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except OSError:
+            continue  # the thread just ended
+        out.append((head.split("(", 1)[1], seconds))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of the process: its threads' sum."""
+    return sum(seconds for _, seconds in thread_times(pid))
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds per thread group (by OS thread name: the agent names its threads)."""
     groups: dict[str, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
-                head, tail = fh.read().rsplit(")", 1)
-        except OSError:
-            continue  # the thread ended
-        name = head.split("(", 1)[1]
-        fields = tail.split()
+    for name, seconds in thread_times(pid):
         group = GROUPS.get(name.rstrip("0123456789"), "http server + other")
-        groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf(
-            "SC_CLK_TCK"
-        )
+        groups[group] = groups.get(group, 0.0) + seconds
     return groups
 
 

@@ -110,7 +110,6 @@ class FieldPlan:
     def __init__(self) -> None:
         self.request: list[Field] = [(fid, 0) for fid in _BASE_FIELDS] + list(_NVLINK_SUM)
         self.health: list[Field] = [(fid, 0) for fid in HEALTH_FIELDS]
-        self._with_health: list[Field] = self.request + self.health
         self._health_values: dict[int, float | int] = {}  # the last health read's values, carried
         self._nvlink_mode = "sum"  # "sum" (138/139) -> "probe" -> "links" (202/204) or "none"
         self._nvlink_links: list[int] = []
@@ -118,7 +117,7 @@ class FieldPlan:
     def read(self, caller: Caller, dev: DeviceCalls, handle: Any, reading: GpuReading, *,
              health: bool = True) -> None:
         """One field-value call; with ``health`` it asks for the health counters too, else carries them."""
-        request = self._with_health if health else self.request
+        request = self.request + self.health if health else self.request
         if not request:
             return
         values = caller.call(dev, "field_values", "nvmlDeviceGetFieldValues", handle, request)
@@ -156,7 +155,6 @@ class FieldPlan:
             and (C.FI_PERF_POLICY_THERMAL, 0) in self.request
         ):
             self.request.remove((C.FI_PERF_POLICY_THERMAL, 0))
-            self._with_health = self.request + self.health
         if health:
             self._health_values = {fid: got[fid] for fid in HEALTH_FIELDS if fid in got}
         else:
@@ -171,7 +169,6 @@ class FieldPlan:
     def _drop(self, dropped: set[Field], dev: DeviceCalls) -> None:
         self.request = [f for f in self.request if f not in dropped]
         self.health = [f for f in self.health if f not in dropped]
-        self._with_health = self.request + self.health
         dev.unsupported.update(f"field:{fid}:{scope}" for fid, scope in dropped)
         if self._nvlink_mode == "sum" and all(f in dropped for f in _NVLINK_SUM):
             self._nvlink_mode = "probe"
@@ -194,7 +191,6 @@ class FieldPlan:
         self._nvlink_mode = "links"
         for link in range(links):
             self.request += [(C.FI_NVLINK_COUNT_XMIT_BYTES, link), (C.FI_NVLINK_COUNT_RCV_BYTES, link)]
-        self._with_health = self.request + self.health
 
 
 def _apply(got: dict[int, float | int], r: GpuReading) -> None:
